@@ -1,0 +1,10 @@
+export { buildApp, type BuildAppOptions } from './app.ts';
+export { backendOptionsFromConfig, driverConfigSchema, type DriverConfig } from './config.ts';
+export { createBackend, type BackendOptions } from './lib/backend.ts';
+export type { DeviceInspection, DeviceLabel, DeviceStore, VolumeEntry } from './lib/device-store.ts';
+export type { ExecutionRecord } from './lib/execution-record.ts';
+export { createExecutor, Executor, type ExecutorOptions, type FaultInjection } from './lib/executor.ts';
+export { createFileStore, FileDeviceStore, provisionFileDevice } from './lib/file-store.ts';
+export { createMemoryStore, MemoryDeviceStore, parseMemoryDevices } from './lib/memory-store.ts';
+export { volumeNamePattern } from './lib/names.ts';
+export type { DeviceReport, DriverBackend, ExecutionRequest, ExecutionResult } from './lib/types.ts';

@@ -1,0 +1,271 @@
+import { ProblemError, problemDocument, type ProblemDocument } from '@duplex/shared';
+import { DeviceQueue } from './device-queue.ts';
+import type { DeviceStore, VolumeEntry } from './device-store.ts';
+import { resultOf, type ExecutionRecord } from './execution-record.ts';
+import { checkEpoch, checkTask } from './fencing.ts';
+import { describeError } from './files.ts';
+import { parseOperation, type Operation } from './operations.ts';
+import type { DeviceReport, DriverBackend, ExecutionOutput, ExecutionRequest, ExecutionResult } from './types.ts';
+
+/** The home cluster reported for a device whose label cannot be read. */
+export const unknownHomeCluster = 'unknown';
+
+export interface FaultInjection {
+  /** Added to every execution while it holds its device, as if the device were slow. */
+  latencyMs?: number;
+  /** The fraction (0 to 1) of executions that fail with `device-unavailable` instead of running. */
+  failureRate?: number;
+  /** The random source for failureRate, replaceable so tests are deterministic. */
+  random?: () => number;
+}
+
+export interface ExecutorOptions {
+  faults?: FaultInjection;
+  now?: () => Date;
+}
+
+type Outcome = Pick<ExecutionRecord, 'outcome' | 'result' | 'error'>;
+
+const unavailableType = problemDocument('device-unavailable', '').type;
+
+/**
+ * The volume semantics, written once over any device store: name and parameter checks,
+ * fencing, exactly-once replay, capacity, and one execution at a time per device.
+ */
+export class Executor implements DriverBackend {
+  private readonly queue = new DeviceQueue();
+
+  constructor(
+    readonly store: DeviceStore,
+    private readonly options: ExecutorOptions = {},
+  ) {}
+
+  async discover(): Promise<DeviceReport[]> {
+    let ids: string[];
+    try {
+      ids = await this.store.deviceIds();
+    } catch (error) {
+      throw new ProblemError('not-ready', `the devices cannot be listed (${describeError(error)})`, { cause: error });
+    }
+    const reports = await Promise.all(ids.sort().map((id) => this.report(id)));
+    return reports.filter((report): report is DeviceReport => report !== undefined);
+  }
+
+  async probe(id: string): Promise<DeviceReport> {
+    const report = await this.report(id);
+    if (!report) throw deviceNotFound(id, 'id');
+    return report;
+  }
+
+  async readiness(): Promise<Record<string, string>> {
+    return { devices: await this.store.readiness() };
+  }
+
+  async execute(request: ExecutionRequest): Promise<ExecutionResult> {
+    const operation = parseOperation(request);
+    const deviceIds = [request.device];
+    if (operation.kind === 'volume.copy' && operation.target_device !== request.device) deviceIds.push(operation.target_device);
+    for (const [index, id] of deviceIds.entries()) {
+      if (!(await this.store.inspect(id))) throw deviceNotFound(id, index === 0 ? 'device' : 'params.target_device');
+    }
+    return this.queue.run(deviceIds, () => this.executeHoldingDevices(request, operation, deviceIds));
+  }
+
+  private async executeHoldingDevices(request: ExecutionRequest, operation: Operation, deviceIds: string[]): Promise<ExecutionResult> {
+    const latency = this.options.faults?.latencyMs ?? 0;
+    if (latency > 0) await new Promise((resolve) => setTimeout(resolve, latency));
+
+    const reports = new Map<string, DeviceReport>();
+    for (const id of deviceIds) {
+      const report = await this.report(id);
+      if (!report) throw deviceNotFound(id, id === request.device ? 'device' : 'params.target_device');
+      reports.set(id, report);
+    }
+    const unavailable = [...reports.values()].find((report) => report.state === 'unavailable');
+    // Nothing can be fenced or recorded on a device that is not there, so this is answered
+    // without a record: a retry once the device is back runs the work.
+    if (unavailable) {
+      if (operation.kind === 'device.probe') {
+        return { task_id: request.task_id, outcome: 'succeeded', replayed: false, result: { device: probeSummary(unavailable) } };
+      }
+      const detail = `device ${unavailable.id} is unavailable: ${unavailable.reason ?? 'unknown reason'}`;
+      return { task_id: request.task_id, outcome: 'failed', replayed: false, error: problemDocument('device-unavailable', detail) };
+    }
+
+    await this.fence(request, [...reports.values()]);
+
+    const recorded = await this.store.readRecord(request.device, request.task_id);
+    if (recorded) return this.replay(request, recorded);
+
+    const injected = this.injectedFailure();
+    if (injected) return { task_id: request.task_id, outcome: 'failed', replayed: false, error: injected };
+
+    let outcome: Outcome;
+    try {
+      outcome = { outcome: 'succeeded', result: await this.perform(request.device, operation, reports) };
+    } catch (error) {
+      if (!(error instanceof ProblemError)) throw error;
+      outcome = { outcome: 'failed', error: error.toDocument() };
+    }
+    const record: ExecutionRecord = {
+      task_id: request.task_id,
+      kind: request.kind,
+      device: request.device,
+      attempt: request.attempt,
+      token: request.fencing.token,
+      epoch: request.fencing.epoch,
+      ...outcome,
+      recorded_at: (this.options.now?.() ?? new Date()).toISOString(),
+    };
+    // A device that failed under the work may come back; the task must then be able to run.
+    if (outcome.error?.type !== unavailableType) await this.store.writeRecord(request.device, record);
+    return resultOf(record, false);
+  }
+
+  /** Refuses an older epoch on any device the execution touches, then records a newer one on each. */
+  private async fence(request: ExecutionRequest, reports: DeviceReport[]): Promise<void> {
+    const { epoch } = request.fencing;
+    const stale = reports.find((report) => checkEpoch(epoch, report.epoch) === 'stale');
+    if (stale) {
+      throw new ProblemError('stale-epoch', `epoch ${epoch} is older than epoch ${stale.epoch} recorded on device ${stale.id}`);
+    }
+    for (const report of reports) {
+      if (checkEpoch(epoch, report.epoch) === 'newer') await this.store.writeEpoch(report.id, epoch);
+    }
+  }
+
+  private async replay(request: ExecutionRequest, recorded: ExecutionRecord): Promise<ExecutionResult> {
+    const { token } = request.fencing;
+    if (checkTask(recorded.token, token) === 'stale') {
+      throw new ProblemError(
+        'stale-fencing-token',
+        `task ${request.task_id} was recorded under fencing token ${recorded.token}; token ${token} is older`,
+      );
+    }
+    // Remember the newest token so an attempt older than this one is refused from now on.
+    if (token > recorded.token) await this.store.writeRecord(request.device, { ...recorded, token, attempt: request.attempt });
+    return resultOf(recorded, true);
+  }
+
+  private async perform(deviceId: string, operation: Operation, reports: Map<string, DeviceReport>): Promise<ExecutionOutput> {
+    const device = reportOf(reports, deviceId);
+    switch (operation.kind) {
+      case 'volume.create': {
+        const { name, size_bytes: size } = operation;
+        await this.assertAbsent(deviceId, name);
+        assertCapacity(device, device.used_bytes + size, size);
+        await this.store.createVolume(deviceId, name, size);
+        return { volume: { device: deviceId, name, size_bytes: size } };
+      }
+      case 'volume.resize': {
+        const { name, size_bytes: size } = operation;
+        const current = await this.sizeOf(deviceId, name);
+        assertCapacity(device, device.used_bytes - current + size, size);
+        await this.store.resizeVolume(deviceId, name, size);
+        return { volume: { device: deviceId, name, size_bytes: size } };
+      }
+      case 'volume.delete': {
+        const size = await this.sizeOf(deviceId, operation.name);
+        await this.store.deleteVolume(deviceId, operation.name);
+        return { deleted: { device: deviceId, name: operation.name, size_bytes: size } };
+      }
+      case 'volume.copy': {
+        const { name, target_device: targetId, target_name: targetName } = operation;
+        const target = reportOf(reports, targetId);
+        const size = await this.sizeOf(deviceId, name);
+        await this.assertAbsent(targetId, targetName);
+        assertCapacity(target, target.used_bytes + size, size);
+        const copied = await this.store.copyVolume({ device: deviceId, name }, { device: targetId, name: targetName });
+        return {
+          volume: { device: targetId, name: targetName, size_bytes: copied },
+          source: { device: deviceId, name, size_bytes: size },
+        };
+      }
+      case 'device.format': {
+        const volumes: VolumeEntry[] = await this.store.volumes(deviceId);
+        for (const volume of volumes) await this.store.deleteVolume(deviceId, volume.name);
+        return { volumes_removed: volumes.length };
+      }
+      case 'device.probe':
+        return { device: probeSummary(device) };
+    }
+  }
+
+  private async sizeOf(deviceId: string, name: string): Promise<number> {
+    const size = await this.store.volumeSize(deviceId, name);
+    if (size === undefined) throw new ProblemError('volume-not-found', `volume ${name} does not exist on device ${deviceId}`);
+    return size;
+  }
+
+  private async assertAbsent(deviceId: string, name: string): Promise<void> {
+    if ((await this.store.volumeSize(deviceId, name)) !== undefined) {
+      throw new ProblemError('volume-exists', `volume ${name} already exists on device ${deviceId}`);
+    }
+  }
+
+  private injectedFailure(): ProblemDocument | undefined {
+    const rate = this.options.faults?.failureRate ?? 0;
+    if (rate <= 0 || (this.options.faults?.random ?? Math.random)() >= rate) return undefined;
+    return problemDocument('device-unavailable', 'injected fault: the device did not complete the work');
+  }
+
+  /** What a device looks like now; anything unreadable makes it unavailable with the reason. */
+  private async report(id: string): Promise<DeviceReport | undefined> {
+    const inspection = await this.store.inspect(id);
+    if (!inspection) return undefined;
+    const { label } = inspection;
+    let fault = inspection.fault ?? (label ? null : 'the device has no valid label');
+    let epoch = 0;
+    try {
+      epoch = await this.store.readEpoch(id);
+    } catch (error) {
+      fault ??= `the fence record cannot be read (${describeError(error)})`;
+    }
+    let volumes: VolumeEntry[] = [];
+    if (fault === null) {
+      try {
+        volumes = await this.store.volumes(id);
+      } catch (error) {
+        fault = `the volumes cannot be listed (${describeError(error)})`;
+      }
+    }
+    return {
+      id,
+      home_cluster: label?.home_cluster ?? unknownHomeCluster,
+      capacity_bytes: label?.capacity_bytes ?? 0,
+      used_bytes: volumes.reduce((sum, volume) => sum + volume.size_bytes, 0),
+      volume_count: volumes.length,
+      state: fault === null ? 'available' : 'unavailable',
+      reason: fault,
+      epoch,
+    };
+  }
+}
+
+export function createExecutor(store: DeviceStore, options: ExecutorOptions = {}): Executor {
+  return new Executor(store, options);
+}
+
+function assertCapacity(device: DeviceReport, usedAfter: number, asked: number): void {
+  if (usedAfter <= device.capacity_bytes) return;
+  const free = Math.max(0, device.capacity_bytes - device.used_bytes);
+  throw new ProblemError(
+    'insufficient-capacity',
+    `device ${device.id} has ${free} of ${device.capacity_bytes} bytes free; ${asked} bytes were asked for`,
+  );
+}
+
+function probeSummary(report: DeviceReport): NonNullable<ExecutionOutput['device']> {
+  const { id, state, reason, capacity_bytes, used_bytes, volume_count } = report;
+  return { id, state, reason, capacity_bytes, used_bytes, volume_count };
+}
+
+function reportOf(reports: Map<string, DeviceReport>, id: string): DeviceReport {
+  const report = reports.get(id);
+  if (!report) throw new Error(`device ${id} was not inspected before the work`);
+  return report;
+}
+
+function deviceNotFound(id: string, field: string): ProblemError {
+  return new ProblemError('device-not-found', `device ${id} (${field}) does not exist`);
+}

@@ -1,0 +1,80 @@
+import { randomUUID } from 'node:crypto';
+import {
+  createDatabase,
+  createServiceApp,
+  databaseCheck,
+  mountServiceContract,
+  operationalHandlers,
+  type Database,
+} from '@duplex/shared';
+import type { FastifyInstance, FastifyServerOptions } from 'fastify';
+import type { ServerConfig } from './config.ts';
+import { createServerContext, type ServerContext } from './context.ts';
+import { renewServerLease } from './repositories/servers.ts';
+import { agentHandlers } from './routes/agents.ts';
+import { storageSystemHandlers } from './routes/storage-systems.ts';
+import { taskHandlers } from './routes/tasks.ts';
+
+export interface BuildServerOptions {
+  config: ServerConfig;
+  /** A database to use instead of opening one from DATABASE_URL; the caller closes it. */
+  db?: Database;
+  logger?: FastifyServerOptions['logger'];
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    duplex: ServerContext;
+  }
+}
+
+export async function buildApp(options: BuildServerOptions): Promise<FastifyInstance> {
+  const { config } = options;
+  const app = await createServiceApp({ service: `server-${config.SERVER_ID}`, contract: 'server', logger: options.logger });
+  const db = options.db ?? createDatabase(config.DATABASE_URL, { poolMax: config.DATABASE_POOL_MAX, applicationName: `duplex-server-${config.SERVER_ID}` });
+  const context = await createServerContext(config, db, app.log);
+  app.decorate('duplex', context);
+
+  const leaseKeeper = startLeaseKeeper(context, app);
+  app.addHook('onClose', async () => {
+    clearInterval(leaseKeeper);
+    await context.dispatcher.close();
+    if (!options.db) await db.destroy();
+  });
+
+  mountServiceContract(app, 'server', {
+    ...operationalHandlers('server', async () => ({
+      database: await databaseCheck(db),
+      lease: context.lease.expiresAt > Date.now() ? 'ok' : 'not held',
+    })),
+    ...agentHandlers(context),
+    ...taskHandlers(context),
+    ...storageSystemHandlers(context),
+  });
+  app.addHook('onReady', async () => {
+    await renewLease(context, app);
+    context.dispatcher.kick();
+  });
+  return app;
+}
+
+const instance = { id: randomUUID(), startedAt: new Date() };
+
+async function renewLease(context: ServerContext, app: FastifyInstance): Promise<void> {
+  try {
+    const expiresAt = await renewServerLease(
+      context.db,
+      { id: context.config.SERVER_ID, url: context.config.SERVER_PUBLIC_URL, instanceId: instance.id, startedAt: instance.startedAt },
+      context.config.SERVER_LEASE_TTL_MS,
+    );
+    context.lease.expiresAt = expiresAt.getTime();
+  } catch (error) {
+    app.log.warn({ err: error }, 'could not renew the server lease');
+  }
+}
+
+function startLeaseKeeper(context: ServerContext, app: FastifyInstance): NodeJS.Timeout {
+  const timer = setInterval(() => void renewLease(context, app), Math.max(50, Math.floor(context.config.SERVER_LEASE_TTL_MS / 3)));
+  timer.unref();
+  return timer;
+}

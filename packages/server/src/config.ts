@@ -1,0 +1,27 @@
+import { defineConfig, loadConfig, type ConfigOf } from '@duplex/shared';
+
+export const serverConfigSchema = defineConfig({
+  SERVER_ID: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$', default: 'A', description: "This server's id; agents register with it by this id." },
+  SERVER_HOST: { type: 'string', default: '127.0.0.1', description: 'The address to listen on.' },
+  SERVER_PORT: { type: 'integer', minimum: 0, maximum: 65535, default: 7401, description: 'The port to listen on.' },
+  SERVER_PUBLIC_URL: { type: 'string', format: 'uri', description: 'The URL others reach this server at (default: http://SERVER_HOST:SERVER_PORT).' },
+  DATABASE_URL: { type: 'string', description: 'The Postgres connection URL.' },
+  DATABASE_POOL_MAX: { type: 'integer', minimum: 1, maximum: 200, default: 10, description: 'Postgres connections this server may open.' },
+  AGENT_LEASE_TTL_MS: { type: 'integer', minimum: 100, maximum: 600_000, default: 3000, description: 'How long an agent registration lives without a heartbeat.' },
+  AGENT_HEARTBEAT_INTERVAL_MS: { type: 'integer', minimum: 50, maximum: 300_000, default: 1000, description: 'How often agents are told to heartbeat.' },
+  SERVER_LEASE_TTL_MS: { type: 'integer', minimum: 100, maximum: 600_000, default: 3000, description: "How long this server's own lease lives without renewal." },
+  DISPATCH_BATCH_SIZE: { type: 'integer', minimum: 1, maximum: 1000, default: 500, description: 'The most tasks claimed and sent in one dispatch round.' },
+  DISPATCH_RETRY_MS: { type: 'integer', minimum: 10, maximum: 60_000, default: 500, description: 'How long an agent that refused or missed a dispatch is skipped.' },
+  IDEMPOTENCY_KEY_TTL_HOURS: { type: 'integer', minimum: 1, maximum: 8760, default: 24, description: 'How long an Idempotency-Key is remembered.' },
+});
+
+export type ServerConfig = ConfigOf<typeof serverConfigSchema> & { DATABASE_URL: string; SERVER_PUBLIC_URL: string };
+
+export function loadServerConfig(env: Record<string, string | undefined> = process.env): ServerConfig {
+  const config = loadConfig(serverConfigSchema, env, ['DATABASE_URL']);
+  return {
+    ...config,
+    DATABASE_URL: config.DATABASE_URL as string,
+    SERVER_PUBLIC_URL: config.SERVER_PUBLIC_URL ?? `http://${config.SERVER_HOST}:${config.SERVER_PORT}`,
+  };
+}

@@ -1,0 +1,40 @@
+import type { Database } from '@duplex/shared';
+import type { FastifyBaseLogger } from 'fastify';
+import type { ServerConfig } from './config.ts';
+import { AgentRegistry } from './lib/agent-registry.ts';
+import { InventoryView } from './lib/inventory-view.ts';
+import { agentsOfServer } from './repositories/agents.ts';
+import { loadServerInventories } from './repositories/inventories.ts';
+import { Dispatcher } from './services/dispatcher.ts';
+import { TaskService } from './services/task-service.ts';
+
+/** What the routes of a server share: its database, its registry of agents, its inventory view. */
+export interface ServerContext {
+  config: ServerConfig;
+  db: Database;
+  agents: AgentRegistry;
+  inventory: InventoryView;
+  tasks: TaskService;
+  dispatcher: Dispatcher;
+  lease: { expiresAt: number };
+}
+
+/** Rebuilds the in-memory registry and view from Postgres, so a restarted server routes at once. */
+export async function createServerContext(config: ServerConfig, db: Database, log: FastifyBaseLogger): Promise<ServerContext> {
+  const agents = new AgentRegistry();
+  const inventory = new InventoryView();
+  for (const row of await agentsOfServer(db, config.SERVER_ID)) {
+    agents.upsert({ id: row.id, storage_system_id: row.storage_system_id, cluster_id: row.cluster_id, url: row.url, incarnation: row.incarnation, leaseExpiresAt: row.lease_expires_at.getTime() });
+  }
+  for (const view of await loadServerInventories(db, config.SERVER_ID)) inventory.apply(view);
+  const dispatcher = new Dispatcher({
+    db,
+    serverId: config.SERVER_ID,
+    agents,
+    inventory,
+    log,
+    batchSize: config.DISPATCH_BATCH_SIZE,
+    retryMs: config.DISPATCH_RETRY_MS,
+  });
+  return { config, db, agents, inventory, tasks: new TaskService(db, config.SERVER_ID, inventory), dispatcher, lease: { expiresAt: 0 } };
+}

@@ -1,0 +1,2 @@
+export { buildApp, type BuildServerOptions } from './app.ts';
+export { loadServerConfig, serverConfigSchema, type ServerConfig } from './config.ts';

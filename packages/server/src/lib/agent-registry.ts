@@ -1,0 +1,42 @@
+/** This server's own agents, for routing. Only this process writes its agents' rows. */
+export interface RegisteredAgent {
+  id: string;
+  storage_system_id: string;
+  cluster_id: string;
+  url: string;
+  incarnation: number;
+  leaseExpiresAt: number;
+  /** Dispatch skips the agent until then, after it failed to take a dispatch. */
+  unreachableUntil: number;
+}
+
+export class AgentRegistry {
+  private readonly agents = new Map<string, RegisteredAgent>();
+
+  upsert(agent: Omit<RegisteredAgent, 'unreachableUntil'>): void {
+    this.agents.set(agent.id, { ...agent, unreachableUntil: 0 });
+  }
+
+  get(id: string): RegisteredAgent | undefined {
+    return this.agents.get(id);
+  }
+
+  renew(id: string, leaseExpiresAt: number): void {
+    const agent = this.agents.get(id);
+    if (agent) agent.leaseExpiresAt = leaseExpiresAt;
+  }
+
+  markUnreachable(id: string, until: number): void {
+    const agent = this.agents.get(id);
+    if (agent) agent.unreachableUntil = until;
+  }
+
+  /** The agent this server routes a cluster's tasks to: live, and not known to be unreachable. */
+  routeFor(storageSystemId: string, clusterId: string, now: number): RegisteredAgent | undefined {
+    for (const agent of this.agents.values()) {
+      if (agent.storage_system_id !== storageSystemId || agent.cluster_id !== clusterId) continue;
+      if (agent.leaseExpiresAt > now && agent.unreachableUntil <= now) return agent;
+    }
+    return undefined;
+  }
+}

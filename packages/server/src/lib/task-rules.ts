@@ -1,0 +1,123 @@
+import { createHash } from 'node:crypto';
+import type { ServerApi } from '@duplex/contracts';
+
+export type TaskRequest = ServerApi.components['schemas']['TaskRequest'];
+export type TaskKind = ServerApi.components['schemas']['TaskKind'];
+export type TaskState = ServerApi.components['schemas']['TaskState'];
+export type TaskParams = ServerApi.components['schemas']['TaskParams'];
+
+export const terminalStates: readonly TaskState[] = ['succeeded', 'failed', 'cancelled'];
+export const openStates: readonly TaskState[] = ['queued', 'dispatched', 'running'];
+
+const transitions: Record<TaskState, readonly TaskState[]> = {
+  queued: ['dispatched', 'cancelled'],
+  dispatched: ['running', 'succeeded', 'failed', 'queued'],
+  running: ['succeeded', 'failed', 'queued'],
+  succeeded: [],
+  failed: [],
+  cancelled: [],
+};
+
+export const canTransition = (from: TaskState, to: TaskState): boolean => transitions[from].includes(to);
+
+/** JSON with sorted keys, so that the same body always hashes the same. */
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+export const requestHash = (request: TaskRequest): string => createHash('sha256').update(canonicalJson(request)).digest('hex');
+
+export interface VolumeRef {
+  device: string;
+  name: string;
+}
+
+/**
+ * What a task needs of the volume catalog when it is submitted: volumes that must exist
+ * (and are marked as being deleted, for a delete), and names it reserves.
+ */
+export interface SubmitCatalogEffect {
+  mustExist?: VolumeRef;
+  markDeleting?: boolean;
+  reserve?: VolumeRef & { sizeBytes: number };
+  /** Devices whose capacity the requested size must fit. */
+  sizeOnDevice?: { device: string; sizeBytes: number };
+}
+
+export function submitCatalogEffect(request: TaskRequest): SubmitCatalogEffect {
+  switch (request.kind) {
+    case 'volume.create':
+      return {
+        reserve: { device: request.device, name: request.params.name, sizeBytes: request.params.size_bytes },
+        sizeOnDevice: { device: request.device, sizeBytes: request.params.size_bytes },
+      };
+    case 'volume.delete':
+      return { mustExist: { device: request.device, name: request.params.name }, markDeleting: true };
+    case 'volume.resize':
+      return {
+        mustExist: { device: request.device, name: request.params.name },
+        sizeOnDevice: { device: request.device, sizeBytes: request.params.size_bytes },
+      };
+    case 'volume.copy':
+      return {
+        mustExist: { device: request.device, name: request.params.name },
+        reserve: { device: request.params.target_device ?? request.device, name: request.params.target_name, sizeBytes: 0 },
+      };
+    case 'device.format':
+    case 'device.probe':
+      return {};
+  }
+}
+
+/** The devices a task touches: its target, and a copy's target device. */
+export function devicesOf(request: Pick<TaskRequest, 'device' | 'params'>): string[] {
+  const params = (request.params ?? {}) as TaskParams;
+  return params.target_device && params.target_device !== request.device ? [request.device, params.target_device] : [request.device];
+}
+
+export type Outcome = 'succeeded' | 'failed' | 'cancelled';
+
+/** How the catalog follows a task that ended. */
+export type SettleAction =
+  | { action: 'confirm-reserved'; taskId: string; sizeBytes?: number }
+  | { action: 'release-reserved'; taskId: string }
+  | { action: 'remove'; volume: VolumeRef }
+  | { action: 'restore'; volume: VolumeRef }
+  | { action: 'resize'; volume: VolumeRef; sizeBytes: number }
+  | { action: 'clear-device'; device: string };
+
+export interface SettledTask {
+  id: string;
+  kind: TaskKind;
+  device: string;
+  params: TaskParams;
+  result?: { volume?: { size_bytes: number } } | null;
+}
+
+export function settleCatalogActions(task: SettledTask, outcome: Outcome, errorCode?: string): SettleAction[] {
+  const volume = { device: task.device, name: task.params.name ?? '' };
+  const ok = outcome === 'succeeded';
+  switch (task.kind) {
+    case 'volume.create':
+      return [ok ? { action: 'confirm-reserved', taskId: task.id } : { action: 'release-reserved', taskId: task.id }];
+    case 'volume.copy':
+      if (ok) return [{ action: 'confirm-reserved', taskId: task.id, sizeBytes: task.result?.volume?.size_bytes ?? 0 }];
+      return [{ action: 'release-reserved', taskId: task.id }, ...(errorCode === 'volume-not-found' ? [{ action: 'remove' as const, volume }] : [])];
+    case 'volume.delete':
+      return [ok || errorCode === 'volume-not-found' ? { action: 'remove', volume } : { action: 'restore', volume }];
+    case 'volume.resize':
+      if (ok) return [{ action: 'resize', volume, sizeBytes: task.params.size_bytes ?? 0 }];
+      return errorCode === 'volume-not-found' ? [{ action: 'remove', volume }] : [];
+    case 'device.format':
+      return ok ? [{ action: 'clear-device', device: task.device }] : [];
+    case 'device.probe':
+      return [];
+  }
+}

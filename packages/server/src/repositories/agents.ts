@@ -1,0 +1,119 @@
+import type { ServerApi } from '@duplex/contracts';
+import { decodeCursor, encodeCursor, type Queryable } from '@duplex/shared';
+
+export type Agent = ServerApi.components['schemas']['Agent'];
+export type AgentRegistrationRequest = ServerApi.components['schemas']['AgentRegistrationRequest'];
+
+export interface AgentRow {
+  id: string;
+  name: string;
+  server_id: string;
+  storage_system_id: string;
+  cluster_id: string;
+  url: string;
+  pid: number;
+  incarnation: number;
+  started_at: Date;
+  registered_at: Date;
+  heartbeat_at: Date;
+  lease_expires_at: Date;
+}
+
+export function toAgentResource(row: AgentRow, now: Date = new Date()): Agent {
+  return {
+    id: row.id,
+    name: row.name,
+    server_id: row.server_id,
+    storage_system_id: row.storage_system_id,
+    cluster_id: row.cluster_id,
+    url: row.url,
+    pid: row.pid,
+    incarnation: row.incarnation,
+    state: row.lease_expires_at > now ? 'active' : 'expired',
+    started_at: row.started_at.toISOString(),
+    registered_at: row.registered_at.toISOString(),
+    heartbeat_at: row.heartbeat_at.toISOString(),
+    lease_expires_at: row.lease_expires_at.toISOString(),
+  };
+}
+
+/**
+ * Registers or renews an agent. The same process registering again keeps its incarnation;
+ * a new process (pid, URL or start time changed) gets the next one.
+ */
+export async function upsertAgent(
+  db: Queryable,
+  id: string,
+  request: AgentRegistrationRequest,
+  leaseTtlMs: number,
+): Promise<{ row: AgentRow; created: boolean; newIncarnation: boolean }> {
+  const { rows } = await db.raw<{ rows: (AgentRow & { created: boolean; previous_incarnation: number | null })[] }>(
+    `with previous as (select incarnation from agents where id = :id)
+     insert into agents as a (id, name, server_id, storage_system_id, cluster_id, url, pid, incarnation, started_at, registered_at, heartbeat_at, lease_expires_at)
+     values (:id, :name, :server_id, :storage_system_id, :cluster_id, :url, :pid, 1, :started_at, now(), now(), now() + make_interval(secs => :ttl / 1000.0))
+     on conflict (id) do update set
+       incarnation = case when a.pid <> excluded.pid or a.url <> excluded.url or a.started_at <> excluded.started_at
+                          then a.incarnation + 1 else a.incarnation end,
+       registered_at = case when a.pid <> excluded.pid or a.url <> excluded.url or a.started_at <> excluded.started_at
+                            then now() else a.registered_at end,
+       pid = excluded.pid, url = excluded.url, started_at = excluded.started_at,
+       heartbeat_at = now(), lease_expires_at = excluded.lease_expires_at
+     returning a.*, (xmax = 0) as created, (select incarnation from previous) as previous_incarnation`,
+    { id, ...request, ttl: leaseTtlMs },
+  );
+  const { created, previous_incarnation: previous, ...row } = rows[0]!;
+  return { row, created, newIncarnation: previous !== null && previous !== row.incarnation };
+}
+
+/** Renews the lease of the given incarnation; undefined when no such registration exists. */
+export async function renewAgentLease(db: Queryable, id: string, incarnation: number, leaseTtlMs: number): Promise<AgentRow | undefined> {
+  const rows = await db<AgentRow>('agents')
+    .where({ id, incarnation })
+    .update({
+      heartbeat_at: db.fn.now() as never,
+      lease_expires_at: db.raw('now() + make_interval(secs => ? / 1000.0)', [leaseTtlMs]) as never,
+    })
+    .returning('*');
+  return rows[0];
+}
+
+export async function findAgent(db: Queryable, id: string): Promise<AgentRow | undefined> {
+  return db<AgentRow>('agents').where({ id }).first();
+}
+
+export async function agentsOfServer(db: Queryable, serverId: string): Promise<AgentRow[]> {
+  return db<AgentRow>('agents').where({ server_id: serverId });
+}
+
+export interface AgentFilters {
+  storage_system_id?: string;
+  cluster_id?: string;
+  state?: 'active' | 'expired';
+}
+
+export async function listAgents(
+  db: Queryable,
+  serverId: string,
+  filters: AgentFilters,
+  limit: number,
+  cursor: string | undefined,
+): Promise<{ items: AgentRow[]; next_cursor: string | null }> {
+  const query = db<AgentRow>('agents').where({ server_id: serverId });
+  if (filters.storage_system_id) query.where('storage_system_id', filters.storage_system_id);
+  if (filters.cluster_id) query.where('cluster_id', filters.cluster_id);
+  if (filters.state === 'active') query.where('lease_expires_at', '>', db.fn.now());
+  if (filters.state === 'expired') query.where('lease_expires_at', '<=', db.fn.now());
+  if (cursor !== undefined) query.where('id', '>', String(decodeCursor(cursor, 1)[0]));
+  const rows = await query.orderBy('id').limit(limit + 1);
+  const items = rows.slice(0, limit);
+  const last = items.at(-1);
+  return { items, next_cursor: rows.length > limit && last ? encodeCursor([last.id]) : null };
+}
+
+export async function recordAgentEvent(db: Queryable, type: string, row: AgentRow): Promise<void> {
+  await db('events').insert({
+    type,
+    storage_system_id: row.storage_system_id,
+    payload: JSON.stringify({ agent_id: row.id, server_id: row.server_id, cluster_id: row.cluster_id, incarnation: row.incarnation }),
+  });
+}

@@ -1,0 +1,205 @@
+import type { ServerApi } from '@duplex/contracts';
+import { decodeCursor, encodeCursor, type Queryable } from '@duplex/shared';
+import type { TaskKind, TaskParams, TaskState } from '../lib/task-rules.ts';
+
+export type Task = ServerApi.components['schemas']['Task'];
+export type TaskResult = ServerApi.components['schemas']['TaskResult'];
+export type Problem = ServerApi.components['schemas']['Problem'];
+
+export interface TaskRow {
+  id: string;
+  idempotency_key: string | null;
+  request_hash: string;
+  request_id: string | null;
+  kind: TaskKind;
+  storage_system_id: string;
+  device: string;
+  params: TaskParams;
+  state: TaskState;
+  attempt: number;
+  fencing_token: number | null;
+  server_id: string;
+  cluster_id: string | null;
+  agent_id: string | null;
+  result: TaskResult | null;
+  error: Problem | null;
+  created_at: Date;
+  updated_at: Date;
+  dispatched_at: Date | null;
+  finished_at: Date | null;
+}
+
+const iso = (value: Date | null): string | null => (value ? value.toISOString() : null);
+
+export function toTaskResource(row: TaskRow): Task {
+  return {
+    id: row.id,
+    kind: row.kind,
+    storage_system_id: row.storage_system_id,
+    device: row.device,
+    params: row.params,
+    state: row.state,
+    attempt: row.attempt,
+    fencing_token: row.fencing_token,
+    server_id: row.server_id,
+    cluster_id: row.cluster_id,
+    agent_id: row.agent_id,
+    result: row.result,
+    error: row.error,
+    created_at: row.created_at.toISOString(),
+    updated_at: row.updated_at.toISOString(),
+    dispatched_at: iso(row.dispatched_at),
+    finished_at: iso(row.finished_at),
+  };
+}
+
+export async function findTask(db: Queryable, id: string): Promise<TaskRow | undefined> {
+  return db<TaskRow>('tasks').where({ id }).first();
+}
+
+export async function findTaskByIdempotencyKey(db: Queryable, key: string): Promise<TaskRow | undefined> {
+  return db<TaskRow>('tasks').where({ idempotency_key: key }).first();
+}
+
+export type NewTask = Pick<TaskRow, 'id' | 'idempotency_key' | 'request_hash' | 'request_id' | 'kind' | 'storage_system_id' | 'device' | 'params' | 'server_id'>;
+
+/** Inserts a queued task; undefined when its idempotency key is already taken. */
+export async function insertTask(db: Queryable, task: NewTask): Promise<TaskRow | undefined> {
+  const rows = await db<TaskRow>('tasks')
+    .insert({ ...task, params: JSON.stringify(task.params) as never, state: 'queued' })
+    .onConflict('idempotency_key')
+    .ignore()
+    .returning('*');
+  return rows[0];
+}
+
+export interface TaskFilters {
+  state?: TaskState;
+  kind?: TaskKind;
+  storage_system_id?: string;
+  device?: string;
+}
+
+/** Newest first, by (created_at, id) keyset. */
+export async function listTasks(
+  db: Queryable,
+  filters: TaskFilters,
+  limit: number,
+  cursor: string | undefined,
+): Promise<{ items: TaskRow[]; next_cursor: string | null }> {
+  const query = db<TaskRow>('tasks').select('*');
+  for (const [column, value] of Object.entries(filters)) if (value !== undefined) query.where(column, value);
+  if (cursor !== undefined) {
+    const [createdAt, id] = decodeCursor(cursor, 2);
+    query.whereRaw('(created_at, id) < (?::timestamptz, ?)', [String(createdAt), String(id)]);
+  }
+  const rows = await query.orderBy([{ column: 'created_at', order: 'desc' }, { column: 'id', order: 'desc' }]).limit(limit + 1);
+  const items = rows.slice(0, limit);
+  const last = items.at(-1);
+  return { items, next_cursor: rows.length > limit && last ? encodeCursor([last.created_at.toISOString(), last.id]) : null };
+}
+
+/** Locks this server's oldest queued tasks for dispatch; other transactions skip them. */
+export async function lockQueuedTasks(db: Queryable, serverId: string, limit: number): Promise<TaskRow[]> {
+  return db<TaskRow>('tasks')
+    .where({ server_id: serverId, state: 'queued' })
+    .orderBy('created_at')
+    .limit(limit)
+    .forUpdate()
+    .skipLocked();
+}
+
+export interface Assignment {
+  id: string;
+  agent_id: string;
+  cluster_id: string;
+}
+
+/** Raises attempt and fencing token and marks the tasks dispatched, in one statement. */
+export async function markDispatched(db: Queryable, assignments: Assignment[]): Promise<TaskRow[]> {
+  if (assignments.length === 0) return [];
+  const { rows } = await db.raw<{ rows: TaskRow[] }>(
+    `update tasks t
+        set state = 'dispatched', attempt = t.attempt + 1, fencing_token = nextval('fencing_token_seq'),
+            agent_id = a.agent_id, cluster_id = a.cluster_id, dispatched_at = now(), updated_at = now()
+       from jsonb_to_recordset(?::jsonb) as a(id text, agent_id text, cluster_id text)
+      where t.id = a.id and t.state = 'queued'
+  returning t.*`,
+    [JSON.stringify(assignments)],
+  );
+  return rows;
+}
+
+/** Puts attempts back in the queue, unless they moved on since (checked by token). */
+export async function requeueAttempts(db: Queryable, attempts: { id: string; fencing_token: number }[]): Promise<TaskRow[]> {
+  if (attempts.length === 0) return [];
+  const { rows } = await db.raw<{ rows: TaskRow[] }>(
+    `update tasks t
+        set state = 'queued', agent_id = null, cluster_id = null, updated_at = now()
+       from jsonb_to_recordset(?::jsonb) as a(id text, fencing_token bigint)
+      where t.id = a.id and t.fencing_token = a.fencing_token and t.state in ('dispatched', 'running')
+  returning t.*`,
+    [JSON.stringify(attempts)],
+  );
+  return rows;
+}
+
+/** Requeues every open attempt held by an agent (used when it comes back as a new incarnation). */
+export async function requeueAgentAttempts(db: Queryable, agentId: string): Promise<TaskRow[]> {
+  return db<TaskRow>('tasks')
+    .where({ agent_id: agentId })
+    .whereIn('state', ['dispatched', 'running'])
+    .update({ state: 'queued', agent_id: null, cluster_id: null, updated_at: db.fn.now() as never })
+    .returning('*');
+}
+
+export interface StateReport {
+  task_id: string;
+  fencing_token: number;
+  state: 'running' | 'succeeded' | 'failed';
+  result?: TaskResult;
+  error?: Problem;
+}
+
+/** Applies reports whose token is the current attempt's; returns the rows that changed. */
+export async function applyStateReports(db: Queryable, reports: StateReport[]): Promise<TaskRow[]> {
+  if (reports.length === 0) return [];
+  const { rows } = await db.raw<{ rows: TaskRow[] }>(
+    `update tasks t
+        set state = r.state,
+            result = coalesce(r.result, t.result),
+            error = coalesce(r.error, t.error),
+            finished_at = case when r.state in ('succeeded', 'failed') then now() else t.finished_at end,
+            updated_at = now()
+       from jsonb_to_recordset(?::jsonb) as r(task_id text, fencing_token bigint, state text, result jsonb, error jsonb)
+      where t.id = r.task_id and t.fencing_token = r.fencing_token
+        and (t.state = 'dispatched' or (t.state = 'running' and r.state <> 'running'))
+  returning t.*`,
+    [JSON.stringify(reports)],
+  );
+  return rows;
+}
+
+export async function cancelQueuedTask(db: Queryable, id: string): Promise<TaskRow | undefined> {
+  const rows = await db<TaskRow>('tasks')
+    .where({ id, state: 'queued' })
+    .update({ state: 'cancelled', finished_at: db.fn.now() as never, updated_at: db.fn.now() as never })
+    .returning('*');
+  return rows[0];
+}
+
+/** Writes each state change to the task's history and to the event outbox. */
+export async function recordTransitions(db: Queryable, rows: TaskRow[]): Promise<void> {
+  if (rows.length === 0) return;
+  await db('task_history').insert(
+    rows.map((row) => ({ task_id: row.id, state: row.state, attempt: row.attempt, fencing_token: row.fencing_token, agent_id: row.agent_id })),
+  );
+  await db('events').insert(
+    rows.map((row) => ({
+      type: 'task.state_changed',
+      storage_system_id: row.storage_system_id,
+      task_id: row.id,
+      payload: JSON.stringify({ task_id: row.id, state: row.state, attempt: row.attempt, agent_id: row.agent_id, server_id: row.server_id }),
+    })),
+  );
+}

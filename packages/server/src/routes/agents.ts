@@ -1,0 +1,105 @@
+import type { ServerApi } from '@duplex/contracts';
+import { ProblemError, type OperationHandlers } from '@duplex/shared';
+import type { ServerContext } from '../context.ts';
+import { agentIdOf } from '../lib/ids.ts';
+import * as agents from '../repositories/agents.ts';
+import { storeInventoryReport } from '../repositories/inventories.ts';
+import { recordTransitions, requeueAgentAttempts } from '../repositories/tasks.ts';
+
+type Ops = ServerApi.operations;
+type AgentOps = 'registerAgent' | 'listAgents' | 'getAgent' | 'heartbeatAgent' | 'reportInventory' | 'reportTaskStates';
+
+export function agentHandlers(context: ServerContext): Pick<OperationHandlers<Ops>, AgentOps> {
+  const { config, db } = context;
+
+  /** The agent must be one of this server's, registered under the given id. */
+  async function ownAgent(id: string): Promise<agents.AgentRow> {
+    const row = await agents.findAgent(db, id);
+    if (!row || row.server_id !== config.SERVER_ID) throw new ProblemError('agent-not-found', `agent '${id}' is not registered with server ${config.SERVER_ID}`);
+    return row;
+  }
+
+  return {
+    async registerAgent(request, reply) {
+      const body = request.body;
+      if (body.server_id !== config.SERVER_ID) {
+        throw new ProblemError('wrong-server', `this is server ${config.SERVER_ID}; the agent is configured for server ${body.server_id}`);
+      }
+      const id = agentIdOf(body);
+      const { row, created, newIncarnation } = await db.transaction(async (trx) => {
+        const result = await agents.upsertAgent(trx, id, body, config.AGENT_LEASE_TTL_MS);
+        if (result.created || result.newIncarnation) {
+          await agents.recordAgentEvent(trx, 'agent.registered', result.row);
+          // The previous incarnation's attempts died with it: run them again under new tokens.
+          await recordTransitions(trx, await requeueAgentAttempts(trx, id));
+        }
+        return result;
+      });
+      context.agents.upsert({
+        id,
+        storage_system_id: row.storage_system_id,
+        cluster_id: row.cluster_id,
+        url: row.url,
+        incarnation: row.incarnation,
+        leaseExpiresAt: row.lease_expires_at.getTime(),
+      });
+      if (created || newIncarnation) request.log.info({ agent_id: id, incarnation: row.incarnation }, 'agent registered');
+      context.dispatcher.kick();
+      return reply.code(created ? 201 : 200).send({
+        id,
+        incarnation: row.incarnation,
+        lease_ttl_ms: config.AGENT_LEASE_TTL_MS,
+        heartbeat_interval_ms: config.AGENT_HEARTBEAT_INTERVAL_MS,
+        lease_expires_at: row.lease_expires_at.toISOString(),
+        server_id: config.SERVER_ID,
+      });
+    },
+
+    async listAgents(request) {
+      const { limit = 50, cursor, ...filters } = request.query;
+      const page = await agents.listAgents(db, config.SERVER_ID, filters, limit, cursor);
+      const now = new Date();
+      return { items: page.items.map((row) => agents.toAgentResource(row, now)), next_cursor: page.next_cursor };
+    },
+
+    async getAgent(request) {
+      return agents.toAgentResource(await ownAgent(request.params.id));
+    },
+
+    async heartbeatAgent(request) {
+      const { id } = request.params;
+      const renewed = await agents.renewAgentLease(db, id, request.body.incarnation, config.AGENT_LEASE_TTL_MS);
+      if (!renewed) {
+        const current = await ownAgent(id);
+        throw new ProblemError('stale-incarnation', `incarnation ${current.incarnation} of agent '${id}' is registered, not ${request.body.incarnation}`);
+      }
+      context.agents.renew(id, renewed.lease_expires_at.getTime());
+      const view = context.inventory.cluster(renewed.storage_system_id, renewed.cluster_id);
+      return { lease_expires_at: renewed.lease_expires_at.toISOString(), inventory_version: view?.version ?? null };
+    },
+
+    async reportInventory(request) {
+      const agent = await ownAgent(request.params.id);
+      const report = request.body;
+      if (report.storage_system_id !== agent.storage_system_id || report.cluster_id !== agent.cluster_id) {
+        throw new ProblemError(
+          'agent-mismatch',
+          `agent '${agent.id}' serves ${agent.storage_system_id}/${agent.cluster_id}, not ${report.storage_system_id}/${report.cluster_id}`,
+        );
+      }
+      const { stored, version } = await storeInventoryReport(db, config.SERVER_ID, agent.id, report);
+      if (stored) {
+        context.inventory.apply(stored);
+        context.dispatcher.kick();
+      }
+      return { accepted: stored !== undefined, version };
+    },
+
+    async reportTaskStates(request) {
+      await ownAgent(request.params.id);
+      const outcomes = await context.tasks.applyReports(request.body.reports);
+      if ([...outcomes.values()].includes('applied')) context.dispatcher.kick();
+      return { results: [...outcomes].map(([task_id, outcome]) => ({ task_id, outcome })) };
+    },
+  };
+}

@@ -1,0 +1,31 @@
+import type { ServerApi } from '@duplex/contracts';
+import { ProblemError, type OperationHandlers } from '@duplex/shared';
+import type { ServerContext } from '../context.ts';
+import { findTask, listTasks, toTaskResource } from '../repositories/tasks.ts';
+
+type Ops = ServerApi.operations;
+
+export function taskHandlers(context: ServerContext): Pick<OperationHandlers<Ops>, 'submitTask' | 'listTasks' | 'getTask' | 'cancelTask'> {
+  return {
+    async submitTask(request, reply) {
+      const { task, replayed } = await context.tasks.submit(request.body, request.headers['idempotency-key'], String(request.id));
+      if (!replayed) context.dispatcher.kick();
+      reply.header('location', `/v1/tasks/${task.id}`);
+      if (replayed) reply.header('idempotent-replayed', 'true');
+      return reply.code(202).send(toTaskResource(task));
+    },
+    async listTasks(request) {
+      const { limit = 50, cursor, ...filters } = request.query;
+      const page = await listTasks(context.db, filters, limit, cursor);
+      return { items: page.items.map(toTaskResource), next_cursor: page.next_cursor };
+    },
+    async getTask(request) {
+      const row = await findTask(context.db, request.params.id);
+      if (!row) throw new ProblemError('task-not-found', `task '${request.params.id}' does not exist`);
+      return toTaskResource(row);
+    },
+    async cancelTask(request) {
+      return toTaskResource(await context.tasks.cancel(request.params.id));
+    },
+  };
+}

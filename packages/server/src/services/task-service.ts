@@ -1,0 +1,111 @@
+import { ProblemError, problemCodeOf, type Database } from '@duplex/shared';
+import { newTaskId } from '../lib/ids.ts';
+import type { InventoryView } from '../lib/inventory-view.ts';
+import { devicesOf, requestHash, settleCatalogActions, submitCatalogEffect, type Outcome, type TaskRequest } from '../lib/task-rules.ts';
+import * as tasks from '../repositories/tasks.ts';
+import { applySettleActions, applySubmitEffect } from '../repositories/volumes.ts';
+
+export interface SubmitOutcome {
+  task: tasks.TaskRow;
+  replayed: boolean;
+}
+
+/**
+ * Accepting, cancelling and completing tasks. Each change commits the task, the volume
+ * catalog, the history and the event outbox in one transaction.
+ */
+export class TaskService {
+  constructor(
+    private readonly db: Database,
+    private readonly serverId: string,
+    private readonly inventory: InventoryView,
+  ) {}
+
+  async submit(request: TaskRequest, idempotencyKey: string, requestId: string): Promise<SubmitOutcome> {
+    const hash = requestHash(request);
+    const existing = await tasks.findTaskByIdempotencyKey(this.db, idempotencyKey);
+    if (existing) return this.replay(existing, hash);
+    this.checkAgainstInventory(request);
+    const inserted = await this.db.transaction(async (trx) => {
+      const row = await tasks.insertTask(trx, {
+        id: newTaskId(),
+        idempotency_key: idempotencyKey,
+        request_hash: hash,
+        request_id: requestId,
+        kind: request.kind,
+        storage_system_id: request.storage_system_id,
+        device: request.device,
+        params: request.params ?? {},
+        server_id: this.serverId,
+      });
+      if (!row) return undefined;
+      await applySubmitEffect(trx, request.storage_system_id, row.id, submitCatalogEffect(request));
+      await tasks.recordTransitions(trx, [row]);
+      return row;
+    });
+    if (inserted) return { task: inserted, replayed: false };
+    // Another request with the same key committed first.
+    const winner = await tasks.findTaskByIdempotencyKey(this.db, idempotencyKey);
+    if (!winner) throw new ProblemError('idempotency-key-in-use', 'a request with this Idempotency-Key is still being processed; retry');
+    return this.replay(winner, hash);
+  }
+
+  private replay(existing: tasks.TaskRow, hash: string): SubmitOutcome {
+    if (existing.request_hash !== hash) {
+      throw new ProblemError('idempotency-key-reused', `this Idempotency-Key was used for task ${existing.id} with a different body`);
+    }
+    return { task: existing, replayed: true };
+  }
+
+  /** Refuses a task this server's inventory says cannot run: unknown or unavailable devices, sizes beyond capacity. */
+  private checkAgainstInventory(request: TaskRequest): void {
+    if (this.inventory.clustersOf(request.storage_system_id).length === 0) {
+      throw new ProblemError('storage-system-not-found', `storage system '${request.storage_system_id}' is not known to this server`);
+    }
+    for (const deviceId of devicesOf(request)) {
+      const location = this.inventory.locate(request.storage_system_id, deviceId);
+      if (!location) throw new ProblemError('device-not-found', `device '${deviceId}' is not in storage system '${request.storage_system_id}'`);
+      if (location.device.state !== 'available') {
+        throw new ProblemError('device-unavailable', `device '${deviceId}' is unavailable: ${location.device.reason ?? 'no reason given'}`);
+      }
+    }
+    const sized = submitCatalogEffect(request).sizeOnDevice;
+    if (sized) {
+      const capacity = this.inventory.locate(request.storage_system_id, sized.device)?.device.capacity_bytes ?? 0;
+      if (sized.sizeBytes > capacity) {
+        throw new ProblemError('insufficient-capacity', `${sized.sizeBytes} bytes is more than device '${sized.device}' holds (${capacity} bytes)`);
+      }
+    }
+  }
+
+  async cancel(id: string): Promise<tasks.TaskRow> {
+    return this.db.transaction(async (trx) => {
+      const row = await tasks.cancelQueuedTask(trx, id);
+      if (!row) {
+        const current = await tasks.findTask(trx, id);
+        if (!current) throw new ProblemError('task-not-found', `task '${id}' does not exist`);
+        throw new ProblemError('task-not-cancellable', `task '${id}' is ${current.state}`);
+      }
+      await applySettleActions(trx, row.storage_system_id, settleCatalogActions(row, 'cancelled'));
+      await tasks.recordTransitions(trx, [row]);
+      return row;
+    });
+  }
+
+  /** Applies an agent's reports; each report whose token is not the current attempt's is stale. */
+  async applyReports(reports: tasks.StateReport[]): Promise<Map<string, 'applied' | 'stale'>> {
+    const changed = await this.db.transaction(async (trx) => {
+      const rows = await tasks.applyStateReports(trx, reports);
+      for (const row of rows) {
+        if (row.state !== 'succeeded' && row.state !== 'failed') continue;
+        const actions = settleCatalogActions(row, row.state as Outcome, row.error ? problemCodeOf(row.error) : undefined);
+        await applySettleActions(trx, row.storage_system_id, actions);
+      }
+      await tasks.recordTransitions(trx, rows);
+      return rows;
+    });
+    const outcome = new Map<string, 'applied' | 'stale'>(reports.map((report) => [report.task_id, 'stale']));
+    for (const row of changed) outcome.set(row.id, 'applied');
+    return outcome;
+  }
+}

@@ -1,0 +1,76 @@
+import { Ajv } from 'ajv';
+import addFormats from 'ajv-formats';
+
+/** One environment variable of a service's configuration, with its documented default. */
+export interface ConfigVariable {
+  type: 'string' | 'integer' | 'boolean';
+  description: string;
+  default?: string | number | boolean;
+  enum?: readonly string[];
+  minimum?: number;
+  maximum?: number;
+  pattern?: string;
+  format?: 'uri';
+}
+
+export type ConfigSchema = Record<string, ConfigVariable>;
+
+type ValueOf<V extends ConfigVariable> = V['type'] extends 'integer'
+  ? number
+  : V['type'] extends 'boolean'
+    ? boolean
+    : V['enum'] extends readonly (infer E)[]
+      ? E
+      : string;
+
+export type ConfigOf<S extends ConfigSchema> = {
+  [K in keyof S]: S[K] extends { default: unknown } ? ValueOf<S[K]> : ValueOf<S[K]> | undefined;
+};
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Declares a service's configuration; the object doubles as its documentation. */
+export const defineConfig = <const S extends ConfigSchema>(schema: S): S => schema;
+
+/**
+ * Reads the variables a schema names from the environment, applies defaults, converts
+ * types, and throws one ConfigError naming every bad or missing value.
+ */
+export function loadConfig<S extends ConfigSchema>(
+  schema: S,
+  env: Record<string, string | undefined> = process.env,
+  required: readonly (keyof S & string)[] = [],
+): ConfigOf<S> {
+  const ajv = new Ajv({ coerceTypes: true, useDefaults: true, allErrors: true, strict: true });
+  addFormats.default(ajv);
+  const properties: Record<string, object> = {};
+  for (const [name, variable] of Object.entries(schema)) {
+    const { description: _description, ...rule } = variable;
+    properties[name] = rule;
+  }
+  const validate = ajv.compile({ type: 'object', properties, required: [...required] });
+  const values: Record<string, unknown> = {};
+  for (const name of Object.keys(schema)) {
+    const raw = env[name];
+    if (raw !== undefined && raw !== '') values[name] = raw;
+  }
+  if (!validate(values)) {
+    const problems = (validate.errors ?? []).map((error) => {
+      const name = error.instancePath.slice(1) || String(error.params.missingProperty ?? '');
+      return `${name} ${error.message ?? 'is invalid'}`;
+    });
+    throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
+  }
+  return values as ConfigOf<S>;
+}
+
+/** Renders a schema as a Markdown table for the README's configuration reference. */
+export function describeConfig(schema: ConfigSchema): string {
+  const rows = Object.entries(schema).map(
+    ([name, variable]) =>
+      `| \`${name}\` | ${variable.default === undefined ? '(required)' : `\`${String(variable.default)}\``} | ${variable.description} |`,
+  );
+  return ['| variable | default | meaning |', '| --- | --- | --- |', ...rows].join('\n');
+}

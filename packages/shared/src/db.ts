@@ -1,0 +1,53 @@
+import { fileURLToPath } from 'node:url';
+import knex, { type Knex } from 'knex';
+import pg from 'pg';
+
+// Sizes and counters are bigint columns whose values stay below 2^53.
+pg.types.setTypeParser(pg.types.builtins.INT8, (value) => Number.parseInt(value, 10));
+
+export type Database = Knex;
+export type Transaction = Knex.Transaction;
+/** A repository function runs on the pool or inside a caller's transaction. */
+export type Queryable = Knex | Knex.Transaction;
+
+export const migrationsDirectory = fileURLToPath(new URL('../../../migrations', import.meta.url));
+
+export function createDatabase(url: string, options: { poolMax?: number; applicationName?: string } = {}): Database {
+  return knex({
+    client: 'pg',
+    connection: { connectionString: url, application_name: options.applicationName ?? 'duplex' },
+    pool: { min: 0, max: options.poolMax ?? 10 },
+    acquireConnectionTimeout: 5_000,
+  });
+}
+
+export async function migrateToLatest(db: Database): Promise<string[]> {
+  const [, applied] = (await db.migrate.latest({
+    directory: migrationsDirectory,
+    loadExtensions: ['.ts'],
+    tableName: 'knex_migrations',
+  })) as [number, string[]];
+  return applied;
+}
+
+const unavailableCodes = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', '57P01', '57P02', '57P03', '08000', '08003', '08006', '08001', '08004']);
+
+/** True when the error means Postgres cannot be reached now (a retry later may succeed). */
+export function isDatabaseUnavailable(error: unknown): boolean {
+  if (!error || typeof error !== 'object') return false;
+  const { code, name, message } = error as { code?: string; name?: string; message?: string };
+  if (code && unavailableCodes.has(code)) return true;
+  if (name === 'KnexTimeoutError') return true;
+  return typeof message === 'string' && /Connection terminated|Client has encountered a connection error/.test(message);
+}
+
+export const isUniqueViolation = (error: unknown): boolean => (error as { code?: string } | null)?.code === '23505';
+
+export async function databaseCheck(db: Database): Promise<string> {
+  try {
+    await db.raw('select 1');
+    return 'ok';
+  } catch {
+    return 'unreachable';
+  }
+}

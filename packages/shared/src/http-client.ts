@@ -1,0 +1,71 @@
+import { Pool } from 'undici';
+
+export class UpstreamError extends Error {
+  override name = 'UpstreamError';
+  constructor(
+    readonly upstream: string,
+    message: string,
+    options: { cause?: unknown } = {},
+  ) {
+    super(`${upstream}: ${message}`, options);
+  }
+}
+
+export interface JsonResponse<T> {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: T;
+}
+
+export interface CallOptions {
+  body?: unknown;
+  requestId?: string;
+  timeoutMs?: number;
+  headers?: Record<string, string>;
+}
+
+/**
+ * A keep-alive JSON client for one upstream service. Network failures and timeouts throw
+ * UpstreamError; any HTTP answer, 4xx and 5xx included, is returned for the caller to judge.
+ */
+export class JsonClient {
+  readonly baseUrl: string;
+  private readonly pool: Pool;
+
+  constructor(
+    baseUrl: string,
+    private readonly options: { name: string; timeoutMs?: number; connections?: number },
+  ) {
+    this.baseUrl = baseUrl.replace(/\/$/, '');
+    this.pool = new Pool(this.baseUrl, { connections: options.connections ?? 16, keepAliveTimeout: 10_000 });
+  }
+
+  async call<T = unknown>(method: string, path: string, options: CallOptions = {}): Promise<JsonResponse<T>> {
+    const timeoutMs = options.timeoutMs ?? this.options.timeoutMs ?? 5_000;
+    const headers: Record<string, string> = { accept: 'application/json', ...options.headers };
+    if (options.requestId) headers['x-request-id'] = options.requestId;
+    let payload: string | undefined;
+    if (options.body !== undefined) {
+      payload = JSON.stringify(options.body);
+      headers['content-type'] = 'application/json';
+    }
+    try {
+      const response = await this.pool.request({
+        method: method as 'GET',
+        path,
+        headers,
+        body: payload,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+      });
+      const text = await response.body.text();
+      return { status: response.statusCode, headers: response.headers, body: (text ? JSON.parse(text) : undefined) as T };
+    } catch (error) {
+      throw new UpstreamError(this.options.name, (error as Error).message, { cause: error });
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.pool.close();
+  }
+}

@@ -1,0 +1,87 @@
+import { randomBytes } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import { loadContract, loadResolvedContract, type ContractName } from '@duplex/contracts';
+import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import { mountContract, type OperationHandler } from './contract-routes.ts';
+import { registerProblemHandlers } from './errors.ts';
+import { ProblemError } from './problem.ts';
+import { createValidatorCompiler } from './validation.ts';
+
+export interface ServiceAppOptions {
+  service: string;
+  contract: ContractName;
+  /** Pino options, or false to log nothing (tests). */
+  logger?: FastifyServerOptions['logger'];
+  bodyLimit?: number;
+}
+
+const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** A caller's request id is kept when it is sane, so one id follows a request across hops. */
+function requestIdOf(request: IncomingMessage): string {
+  const given = request.headers['x-request-id'];
+  if (typeof given === 'string' && requestIdPattern.test(given)) return given;
+  return `req-${randomBytes(8).toString('hex')}`;
+}
+
+export function defaultLogger(service: string): FastifyServerOptions['logger'] {
+  return {
+    level: process.env.LOG_LEVEL ?? 'info',
+    base: { service, pid: process.pid },
+    timestamp: () => `,"time":"${new Date().toISOString()}"`,
+  };
+}
+
+/**
+ * A Fastify instance set up the same way for every duplex service: request ids, strict
+ * validation, problem+json errors, and the service's contract served at /openapi.json and
+ * in Swagger UI at /docs. Routes are added by mountServiceContract.
+ */
+export async function createServiceApp(options: ServiceAppOptions): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: options.logger ?? defaultLogger(options.service),
+    genReqId: requestIdOf,
+    logController: new LogController({ requestIdLogLabel: 'request_id' }),
+    bodyLimit: options.bodyLimit ?? 1_048_576,
+    return503OnClosing: true,
+    forceCloseConnections: true,
+  });
+  app.setValidatorCompiler(createValidatorCompiler());
+  // Only JSON bodies are accepted; anything else is answered 415.
+  app.removeContentTypeParser(['text/plain']);
+  registerProblemHandlers(app);
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+  await app.register(swagger, { mode: 'static', specification: { document: loadContract(options.contract) as never } });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+  return app;
+}
+
+export type ReadinessCheck = () => Promise<Record<string, string>>;
+
+/** Health, readiness and the contract: the operations every service has. */
+export function operationalHandlers(contract: ContractName, readiness: ReadinessCheck) {
+  return {
+    getHealth: async () => ({ status: 'ok' as const }),
+    getReadiness: async () => {
+      const checks = await readiness();
+      const failing = Object.entries(checks).filter(([, value]) => value !== 'ok');
+      if (failing.length > 0) {
+        throw new ProblemError('not-ready', failing.map(([name, value]) => `${name}: ${value}`).join('; '));
+      }
+      return { status: 'ready' as const, checks };
+    },
+    getOpenApiDocument: async () => loadContract(contract),
+  };
+}
+
+export function mountServiceContract(
+  app: FastifyInstance,
+  contract: ContractName,
+  handlers: Record<string, OperationHandler<never>>,
+): void {
+  mountContract(app, loadResolvedContract(contract), handlers);
+}

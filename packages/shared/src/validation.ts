@@ -1,0 +1,33 @@
+import { Ajv, type Options } from 'ajv';
+import addFormats from 'ajv-formats';
+import type { FastifySchemaCompiler } from 'fastify';
+
+const common: Options = {
+  allErrors: false,
+  useDefaults: true,
+  removeAdditional: false,
+  discriminator: true,
+  strict: true,
+  strictTypes: false,
+  strictRequired: false,
+};
+
+function createAjv(options: Options): Ajv {
+  const ajv = new Ajv({ ...common, ...options });
+  addFormats.default(ajv);
+  return ajv;
+}
+
+/**
+ * Bodies are validated as sent: nothing is coerced or stripped, so a wrong type or an
+ * unknown field is refused. Path, query and header values arrive as text and are converted
+ * to the contract's types.
+ */
+export function createValidatorCompiler(): FastifySchemaCompiler<unknown> {
+  const bodyAjv = createAjv({ coerceTypes: false });
+  const textAjv = createAjv({ coerceTypes: true });
+  return ({ schema, httpPart }) => {
+    const ajv = httpPart === 'body' ? bodyAjv : textAjv;
+    return ajv.compile(schema as object);
+  };
+}
