@@ -8,3 +8,4 @@ export { createFileStore, FileDeviceStore, provisionFileDevice } from './lib/fil
 export { createMemoryStore, MemoryDeviceStore, parseMemoryDevices } from './lib/memory-store.ts';
 export { volumeNamePattern } from './lib/names.ts';
 export type { DeviceReport, DriverBackend, ExecutionRequest, ExecutionResult } from './lib/types.ts';
+export const driverEntry = new URL('./server.ts', import.meta.url);

@@ -8,3 +8,4 @@ export * from './service-app.ts';
 export * from './lifecycle.ts';
 export * from './pagination.ts';
 export * from './backoff.ts';
+export * from './spawn.ts';

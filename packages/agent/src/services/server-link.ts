@@ -1,0 +1,212 @@
+import type { ClusterManagerApi, ServerApi } from '@duplex/contracts';
+import { backoffDelayMs, JsonClient, sleep } from '@duplex/shared';
+import type { FastifyBaseLogger } from 'fastify';
+import type { AgentConfig } from '../config.ts';
+import { ReportBuffer, type TaskReport } from '../lib/report-buffer.ts';
+
+type Registration = ServerApi.components['schemas']['AgentRegistration'];
+type HeartbeatResponse = ServerApi.components['schemas']['HeartbeatResponse'];
+type Inventory = ClusterManagerApi.components['schemas']['Inventory'];
+
+const reportBatchLimit = 1000;
+
+/**
+ * Everything the agent sends to its server: the registration and its heartbeats, the
+ * cluster's inventory, and task reports. The agent registers on start, retrying with backoff
+ * while the server is down, and registers again whenever the server no longer knows it.
+ */
+export class ServerLink {
+  registration: Registration | undefined;
+  reportedInventoryVersion: number | null = null;
+  readonly reports = new ReportBuffer();
+
+  private readonly server: JsonClient;
+  private readonly clusterManager: JsonClient;
+  private readonly abort = new AbortController();
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private registering: Promise<void> | undefined;
+  private flushing = false;
+  private flushAgain = false;
+  private flushFailures = 0;
+  private inventoryRunning = false;
+  private inventoryAgain = false;
+
+  constructor(
+    private readonly config: AgentConfig,
+    private readonly log: FastifyBaseLogger,
+    private readonly identity: { url: string; pid: number; startedAt: string },
+  ) {
+    this.server = new JsonClient(config.SERVER_URL, { name: `server ${config.SERVER_ID}`, timeoutMs: 5_000 });
+    this.clusterManager = new JsonClient(config.CLUSTER_MANAGER_URL, { name: 'cluster-manager', timeoutMs: 5_000 });
+  }
+
+  get registered(): boolean {
+    return this.registration !== undefined;
+  }
+
+  start(): void {
+    void this.register();
+  }
+
+  /** Registers (once at a time), then reports the inventory and any pending task reports. */
+  register(): Promise<void> {
+    this.registration = undefined;
+    this.registering ??= this.registerUntilDone().finally(() => {
+      this.registering = undefined;
+    });
+    return this.registering;
+  }
+
+  private async registerUntilDone(): Promise<void> {
+    clearTimeout(this.heartbeatTimer);
+    const body = {
+      name: this.config.AGENT_NAME,
+      server_id: this.config.SERVER_ID,
+      storage_system_id: this.config.STORAGE_SYSTEM_ID,
+      cluster_id: this.config.CLUSTER_ID,
+      url: this.identity.url,
+      pid: this.identity.pid,
+      started_at: this.identity.startedAt,
+    };
+    for (let attempt = 0; !this.abort.signal.aborted; attempt += 1) {
+      try {
+        const response = await this.server.call<Registration>('POST', '/v1/agents', { body });
+        if (response.status === 200 || response.status === 201) {
+          this.registration = response.body;
+          this.log.info({ agent_id: response.body.id, incarnation: response.body.incarnation }, 'registered with the server');
+          this.scheduleHeartbeat();
+          this.reportInventory();
+          this.flushReports();
+          return;
+        }
+        this.log.warn({ status: response.status, problem: response.body }, 'registration refused');
+      } catch (error) {
+        if (attempt === 0 || attempt % 20 === 0) this.log.info({ err: (error as Error).message }, 'server not reachable; retrying registration');
+      }
+      await sleep(backoffDelayMs(attempt, 50, this.config.REGISTER_RETRY_MAX_MS), this.abort.signal);
+    }
+  }
+
+  private scheduleHeartbeat(): void {
+    clearTimeout(this.heartbeatTimer);
+    const interval = this.registration?.heartbeat_interval_ms ?? 1000;
+    this.heartbeatTimer = setTimeout(() => void this.heartbeat(), interval);
+  }
+
+  private async heartbeat(): Promise<void> {
+    const registration = this.registration;
+    if (!registration || this.abort.signal.aborted) return;
+    try {
+      const response = await this.server.call<HeartbeatResponse>('POST', `/v1/agents/${encodeURIComponent(registration.id)}/heartbeats`, {
+        body: { incarnation: registration.incarnation, ...(this.reportedInventoryVersion !== null ? { inventory_version: this.reportedInventoryVersion } : {}) },
+      });
+      if (response.status === 404 || response.status === 409) {
+        this.log.warn({ status: response.status }, 'the server no longer knows this registration; registering again');
+        void this.register();
+        return;
+      }
+      // The server's view is behind (a lost broadcast, or the server restarted): report again.
+      if (response.status === 200 && response.body.inventory_version !== this.reportedInventoryVersion) this.reportInventory();
+    } catch (error) {
+      this.log.warn({ err: (error as Error).message }, 'heartbeat failed');
+    }
+    this.scheduleHeartbeat();
+  }
+
+  /** Reads the cluster's stored inventory from the cluster-manager and sends it to the server. */
+  reportInventory(): void {
+    if (this.inventoryRunning) {
+      this.inventoryAgain = true;
+      return;
+    }
+    this.inventoryRunning = true;
+    void (async () => {
+      do {
+        this.inventoryAgain = false;
+        await this.sendInventoryOnce();
+      } while (this.inventoryAgain && !this.abort.signal.aborted);
+      this.inventoryRunning = false;
+    })();
+  }
+
+  private async sendInventoryOnce(): Promise<void> {
+    const registration = this.registration;
+    if (!registration) return;
+    try {
+      const inventory = await this.clusterManager.call<Inventory>('GET', '/v1/inventory');
+      if (inventory.status !== 200) throw new Error(`the cluster-manager answered ${inventory.status}`);
+      const response = await this.server.call<{ accepted: boolean; version: number }>(
+        'PUT',
+        `/v1/agents/${encodeURIComponent(registration.id)}/inventory`,
+        { body: inventory.body },
+      );
+      if (response.status === 404) {
+        void this.register();
+        return;
+      }
+      if (response.status !== 200) throw new Error(`the server answered ${response.status}`);
+      this.reportedInventoryVersion = inventory.body.version;
+      this.log.info({ version: inventory.body.version, accepted: response.body.accepted }, 'inventory reported');
+    } catch (error) {
+      // The next heartbeat sees the server behind and tries again.
+      this.log.warn({ err: (error as Error).message }, 'could not report the inventory');
+    }
+  }
+
+  addReport(report: TaskReport): void {
+    this.reports.add(report);
+    this.flushReports();
+  }
+
+  /** Sends pending reports in batches; one batch in flight at a time, retried until the server takes it. */
+  flushReports(): void {
+    if (this.flushing) {
+      this.flushAgain = true;
+      return;
+    }
+    this.flushing = true;
+    void (async () => {
+      while (!this.abort.signal.aborted && this.reports.size > 0 && this.registration) {
+        this.flushAgain = false;
+        const batch = this.reports.take(reportBatchLimit);
+        if (await this.sendReports(batch)) {
+          this.flushFailures = 0;
+          this.reports.acknowledge(batch);
+        } else {
+          this.flushFailures += 1;
+          await sleep(backoffDelayMs(this.flushFailures, 50, 2_000), this.abort.signal);
+        }
+      }
+      this.flushing = false;
+      if (this.flushAgain && this.reports.size > 0) this.flushReports();
+    })();
+  }
+
+  private async sendReports(batch: TaskReport[]): Promise<boolean> {
+    const registration = this.registration;
+    if (!registration) return false;
+    try {
+      const response = await this.server.call<{ results: { task_id: string; outcome: string }[] }>(
+        'POST',
+        `/v1/agents/${encodeURIComponent(registration.id)}/task-reports`,
+        { body: { reports: batch } },
+      );
+      if (response.status === 200) {
+        const stale = response.body.results.filter((result) => result.outcome !== 'applied');
+        if (stale.length > 0) this.log.info({ stale: stale.length }, 'the server refused stale reports');
+        return true;
+      }
+      if (response.status === 404) void this.register();
+      this.log.warn({ status: response.status }, 'the server refused the reports');
+    } catch (error) {
+      this.log.warn({ err: (error as Error).message }, 'could not send reports');
+    }
+    return false;
+  }
+
+  async close(): Promise<void> {
+    this.abort.abort();
+    clearTimeout(this.heartbeatTimer);
+    await Promise.all([this.server.close(), this.clusterManager.close()]);
+  }
+}

@@ -1,0 +1,101 @@
+import type { AgentApi, DriverApi } from '@duplex/contracts';
+import { backoffDelayMs, JsonClient, problemCodeOf, sleep } from '@duplex/shared';
+import type { FastifyBaseLogger } from 'fastify';
+import type { AgentConfig } from '../config.ts';
+import { KeyedSerialQueue } from '../lib/device-queues.ts';
+import type { ServerLink } from './server-link.ts';
+
+type TaskDispatch = AgentApi.components['schemas']['TaskDispatch'];
+type ExecutionResult = DriverApi.components['schemas']['ExecutionResult'];
+type Problem = DriverApi.components['schemas']['Problem'];
+
+/**
+ * Runs the attempts the server sends through the cluster's driver, in order per device,
+ * and hands each outcome to the server link. An attempt already in hand is not taken twice.
+ */
+export class TaskRunner {
+  private readonly queue = new KeyedSerialQueue();
+  private readonly inHand = new Set<string>();
+  private readonly driver: JsonClient;
+  private readonly abort = new AbortController();
+
+  constructor(
+    private readonly config: AgentConfig,
+    private readonly link: ServerLink,
+    private readonly log: FastifyBaseLogger,
+  ) {
+    this.driver = new JsonClient(config.DRIVER_URL, { name: 'driver', timeoutMs: 30_000, connections: 32 });
+  }
+
+  get size(): number {
+    return this.inHand.size;
+  }
+
+  accept(dispatches: TaskDispatch[]): { accepted: number; duplicates: number } {
+    let accepted = 0;
+    for (const dispatch of dispatches) {
+      const key = `${dispatch.task_id}#${dispatch.fencing_token}`;
+      if (this.inHand.has(key)) continue;
+      this.inHand.add(key);
+      accepted += 1;
+      this.queue.push(dispatch.device, async () => {
+        try {
+          await this.run(dispatch);
+        } finally {
+          this.inHand.delete(key);
+        }
+      });
+    }
+    return { accepted, duplicates: dispatches.length - accepted };
+  }
+
+  private async run(dispatch: TaskDispatch): Promise<void> {
+    const base = { task_id: dispatch.task_id, attempt: dispatch.attempt, fencing_token: dispatch.fencing_token };
+    this.link.addReport({ ...base, state: 'running' });
+    const outcome = await this.execute(dispatch);
+    if (outcome === 'fenced' || outcome === 'stopped') return;
+    this.link.addReport({
+      ...base,
+      state: outcome.outcome,
+      ...(outcome.result ? { result: outcome.result } : {}),
+      ...(outcome.error ? { error: outcome.error } : {}),
+    });
+  }
+
+  /** Calls the driver until it answers; a refusal (4xx) is the task's failure, a fenced attempt is dropped. */
+  private async execute(dispatch: TaskDispatch): Promise<ExecutionResult | 'fenced' | 'stopped'> {
+    const log = this.log.child({ request_id: dispatch.request_id, task_id: dispatch.task_id, attempt: dispatch.attempt });
+    const body = {
+      task_id: dispatch.task_id,
+      kind: dispatch.kind,
+      device: dispatch.device,
+      params: dispatch.params,
+      attempt: dispatch.attempt,
+      fencing: { token: dispatch.fencing_token, epoch: dispatch.epoch },
+    };
+    for (let attempt = 0; !this.abort.signal.aborted; attempt += 1) {
+      try {
+        const response = await this.driver.call<ExecutionResult | Problem>('POST', '/v1/executions', { body, requestId: dispatch.request_id });
+        if (response.status === 200) return response.body as ExecutionResult;
+        const problem = response.body as Problem;
+        if (response.status === 409) {
+          log.warn({ problem_type: problem.type }, 'the driver fenced this attempt; a newer one owns the task');
+          return 'fenced';
+        }
+        if (response.status >= 400 && response.status < 500) {
+          return { task_id: dispatch.task_id, outcome: 'failed', replayed: false, error: problem };
+        }
+        log.warn({ status: response.status, problem_type: problemCodeOf(problem) }, 'the driver could not run the execution; retrying');
+      } catch (error) {
+        log.warn({ err: (error as Error).message }, 'the driver is unreachable; retrying');
+      }
+      await sleep(backoffDelayMs(attempt, 50, this.config.DRIVER_RETRY_MAX_MS), this.abort.signal);
+    }
+    return 'stopped';
+  }
+
+  async close(): Promise<void> {
+    this.abort.abort();
+    await this.driver.close();
+  }
+}

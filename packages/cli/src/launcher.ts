@@ -1,0 +1,186 @@
+import type { ChildProcess } from 'node:child_process';
+import { mkdirSync, openSync } from 'node:fs';
+import { join } from 'node:path';
+import { clusterManagerEntry } from '@duplex/cluster-manager';
+import { driverEntry, provisionFileDevice } from '@duplex/driver';
+import { serverEntry } from '@duplex/server';
+import { createDatabase, JsonClient, migrateToLatest, sleep, spawnTypeScript } from '@duplex/shared';
+import { startEmbeddedPostgres, type RunningPostgres } from './postgres.ts';
+import { hostOf, portOf, type Topology } from './topology.ts';
+
+interface ProcessSpec {
+  name: string;
+  role: 'driver' | 'server' | 'cluster-manager';
+  entry: URL;
+  env: Record<string, string>;
+  url: string;
+}
+
+export interface RunningTopology {
+  databaseUrl: string;
+  embedded: boolean;
+  stop(): Promise<void>;
+}
+
+/** The processes a topology needs, in start order: drivers, servers, then cluster-managers (which launch the agents). */
+export function processSpecs(topology: Topology, databaseUrl: string): ProcessSpec[] {
+  const drivers: ProcessSpec[] = [];
+  const managers: ProcessSpec[] = [];
+  for (const system of topology.storage_systems) {
+    const devices = system.devices.map((device) => `${device.id}:${device.home_cluster}:${device.capacity_bytes}`).join(',');
+    for (const cluster of system.clusters) {
+      drivers.push({
+        name: `driver-${system.id}-${cluster.id}`,
+        role: 'driver',
+        entry: driverEntry,
+        url: cluster.driver_url,
+        env: {
+          DRIVER_HOST: hostOf(cluster.driver_url),
+          DRIVER_PORT: String(portOf(cluster.driver_url)),
+          STORAGE_SYSTEM_ID: system.id,
+          DRIVER_CLUSTER_ID: cluster.id,
+          DRIVER_BACKEND: system.backend,
+          DRIVER_DEVICE_ROOT: system.device_root ?? '',
+          DRIVER_MEMORY_DEVICES: devices,
+        },
+      });
+      const servers = topology.servers.filter((server) => cluster.servers.includes(server.id));
+      managers.push({
+        name: `cluster-manager-${system.id}-${cluster.id}`,
+        role: 'cluster-manager',
+        entry: clusterManagerEntry,
+        url: cluster.manager_url,
+        env: {
+          CM_HOST: hostOf(cluster.manager_url),
+          CM_PORT: String(portOf(cluster.manager_url)),
+          STORAGE_SYSTEM_ID: system.id,
+          CLUSTER_ID: cluster.id,
+          DATABASE_URL: databaseUrl,
+          DRIVER_URL: cluster.driver_url,
+          CM_SERVERS: servers.map((server) => `${server.id}=${server.url}`).join(','),
+        },
+      });
+    }
+  }
+  const servers: ProcessSpec[] = topology.servers.map((server) => ({
+    name: `server-${server.id}`,
+    role: 'server',
+    entry: serverEntry,
+    url: server.url,
+    env: {
+      SERVER_ID: server.id,
+      SERVER_HOST: hostOf(server.url),
+      SERVER_PORT: String(portOf(server.url)),
+      SERVER_PUBLIC_URL: server.url.replace(/\/$/, ''),
+      DATABASE_URL: databaseUrl,
+    },
+  }));
+  return [...drivers, ...servers, ...managers];
+}
+
+/**
+ * Runs a topology on this machine: Postgres (embedded unless DATABASE_URL is set),
+ * migrations, device directories, then every process, each waited for until ready.
+ */
+export async function runTopology(topology: Topology, options: { databaseUrl?: string; say: (line: string) => void }): Promise<RunningTopology> {
+  const { say } = options;
+  let postgres: RunningPostgres | undefined;
+  let databaseUrl = options.databaseUrl;
+  if (!databaseUrl) {
+    postgres = await startEmbeddedPostgres(topology.postgres.data_dir, topology.postgres.port, say);
+    databaseUrl = postgres.url;
+  }
+  const db = createDatabase(databaseUrl, { poolMax: 1 });
+  try {
+    const applied = await migrateToLatest(db);
+    if (applied.length > 0) say(`applied migrations: ${applied.join(', ')}`);
+  } finally {
+    await db.destroy();
+  }
+  for (const system of topology.storage_systems) {
+    if (system.backend !== 'file' || !system.device_root) continue;
+    for (const device of system.devices) await provisionFileDevice(system.device_root, device);
+  }
+
+  mkdirSync(topology.logs_dir, { recursive: true });
+  const children: { spec: ProcessSpec; child: ChildProcess }[] = [];
+  let stopping = false;
+  const stop = async () => {
+    stopping = true;
+    // Cluster-managers first (they stop their agents), then servers, then drivers.
+    for (const role of ['cluster-manager', 'server', 'driver'] as const) {
+      await Promise.all(children.filter(({ spec }) => spec.role === role).map(({ child }) => stopChild(child)));
+    }
+    await postgres?.stop();
+  };
+
+  try {
+    for (const spec of processSpecs(topology, databaseUrl)) {
+      const log = openSync(join(topology.logs_dir, `${spec.name}.log`), 'a');
+      const child = spawnTypeScript(spec.entry, { env: { ...process.env, ...spec.env }, stdio: ['ignore', log, log] });
+      children.push({ spec, child });
+      child.once('exit', (code, signal) => {
+        if (!stopping) say(`${spec.name} exited (${signal ?? `code ${code}`}); see ${join(topology.logs_dir, `${spec.name}.log`)}`);
+      });
+      await waitUntilReady(spec, child);
+    }
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return { databaseUrl, embedded: postgres !== undefined, stop };
+}
+
+async function waitUntilReady(spec: ProcessSpec, child: ChildProcess, timeoutMs = 60_000): Promise<void> {
+  const client = new JsonClient(spec.url, { name: spec.name, timeoutMs: 2_000, connections: 1 });
+  const deadline = Date.now() + timeoutMs;
+  try {
+    while (Date.now() < deadline) {
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${spec.name} exited during start; see its log`);
+      try {
+        if ((await client.call('GET', '/readyz')).status === 200) return;
+      } catch {
+        // not listening yet
+      }
+      await sleep(100);
+    }
+    throw new Error(`${spec.name} was not ready at ${spec.url} within ${timeoutMs / 1000} s`);
+  } finally {
+    await client.close();
+  }
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
+  const killer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+  await exited;
+  clearTimeout(killer);
+}
+
+/** Waits until every server lists all the agents the topology configures for it. */
+export async function waitForAgents(topology: Topology, timeoutMs = 30_000): Promise<{ expected: number; registered: number }> {
+  const expectedFor = (serverId: string) =>
+    topology.storage_systems.reduce((sum, system) => sum + system.clusters.filter((cluster) => cluster.servers.includes(serverId)).length, 0);
+  const expected = topology.servers.reduce((sum, server) => sum + expectedFor(server.id), 0);
+  const deadline = Date.now() + timeoutMs;
+  let registered = 0;
+  while (Date.now() < deadline) {
+    registered = 0;
+    for (const server of topology.servers) {
+      const client = new JsonClient(server.url, { name: `server ${server.id}`, connections: 1 });
+      try {
+        const response = await client.call<{ items: unknown[] }>('GET', '/v1/agents?state=active&limit=500');
+        if (response.status === 200) registered += response.body.items.length;
+      } catch {
+        // counted as none
+      } finally {
+        await client.close();
+      }
+    }
+    if (registered >= expected) break;
+    await sleep(200);
+  }
+  return { expected, registered };
+}

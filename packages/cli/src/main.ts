@@ -1,0 +1,84 @@
+import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { runTopology, waitForAgents } from './launcher.ts';
+import { loadTopology, TopologyError, type Topology } from './topology.ts';
+
+const usage = `usage: duplex up [--topology FILE]
+
+  up    run the topology on this machine until Ctrl-C: Postgres (embedded unless
+        DATABASE_URL is set), the drivers, the servers and the cluster-managers,
+        which launch one agent per configured server.
+
+options:
+  --topology FILE   the topology file (default: topology.yaml)
+  --help            this text`;
+
+const say = (line: string) => process.stdout.write(`duplex: ${line}\n`);
+
+function summary(topology: Topology, databaseUrl: string, embedded: boolean, agents: { expected: number; registered: number }): string {
+  const lines = [
+    `Postgres      ${embedded ? `embedded at 127.0.0.1:${topology.postgres.port} (data in ${topology.postgres.data_dir})` : new URL(databaseUrl).host}`,
+    ...topology.servers.map((server) => `server ${server.id.padEnd(6)} ${server.url}   Swagger UI: ${server.url.replace(/\/$/, '')}/docs`),
+    ...topology.storage_systems.flatMap((system) =>
+      system.clusters.map(
+        (cluster) =>
+          `${`${system.id}/${cluster.id}`.padEnd(13)} cluster-manager ${cluster.manager_url}, driver ${cluster.driver_url}, agents for ${cluster.servers.join(', ') || 'no server'}`,
+      ),
+    ),
+    `agents        ${agents.registered} of ${agents.expected} registered`,
+    `logs          ${topology.logs_dir}`,
+  ];
+  return lines.map((line) => `  ${line}`).join('\n');
+}
+
+async function up(topologyPath: string): Promise<void> {
+  const topology = loadTopology(topologyPath);
+  say(`starting the topology in ${topologyPath}`);
+  const running = await runTopology(topology, { databaseUrl: process.env.DATABASE_URL, say });
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) {
+      say('stopping now');
+      process.exit(130);
+    }
+    stopping = true;
+    say(`${signal}: stopping every process`);
+    running.stop().then(
+      () => {
+        say('stopped');
+        process.exit(0);
+      },
+      (error: unknown) => {
+        say(`stop failed: ${(error as Error).message}`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  const agents = await waitForAgents(topology);
+  process.stdout.write(`duplex is up.\n${summary(topology, running.databaseUrl, running.embedded, agents)}\nPress Ctrl-C to stop.\n`);
+}
+
+async function main(): Promise<void> {
+  const { values, positionals } = parseArgs({
+    options: { topology: { type: 'string', default: 'topology.yaml' }, help: { type: 'boolean', default: false } },
+    allowPositionals: true,
+  });
+  const [command] = positionals;
+  if (values.help || command === undefined) {
+    process.stdout.write(`${usage}\n`);
+    return;
+  }
+  if (command !== 'up') {
+    process.stderr.write(`duplex: unknown command '${command}'\n${usage}\n`);
+    process.exit(2);
+  }
+  await up(resolve(values.topology));
+}
+
+main().catch((error: unknown) => {
+  const message = error instanceof TopologyError ? error.message : `failed: ${(error as Error).message}`;
+  process.stderr.write(`duplex: ${message}\n`);
+  process.exit(1);
+});

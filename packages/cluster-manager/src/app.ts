@@ -1,0 +1,62 @@
+import type { ClusterManagerApi } from '@duplex/contracts';
+import {
+  createDatabase,
+  createServiceApp,
+  databaseCheck,
+  mountServiceContract,
+  operationalHandlers,
+  ProblemError,
+  type Database,
+  type OperationHandlers,
+} from '@duplex/shared';
+import type { FastifyInstance, FastifyServerOptions } from 'fastify';
+import type { ClusterManagerConfig } from './config.ts';
+import { agentIdentities, latestInventory } from './repositories/cluster-store.ts';
+import { ClusterManager } from './services/cluster-manager.ts';
+
+export interface BuildClusterManagerOptions {
+  config: ClusterManagerConfig;
+  db?: Database;
+  logger?: FastifyServerOptions['logger'];
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    clusterManager: ClusterManager;
+  }
+}
+
+export async function buildApp(options: BuildClusterManagerOptions): Promise<FastifyInstance> {
+  const { config } = options;
+  const app = await createServiceApp({ service: `cluster-manager-${config.STORAGE_SYSTEM_ID}-${config.CLUSTER_ID}`, contract: 'cluster-manager', logger: options.logger });
+  const db = options.db ?? createDatabase(config.DATABASE_URL, { poolMax: 5, applicationName: `duplex-cm-${config.CLUSTER_ID}` });
+  const manager = new ClusterManager(config, db, app.log);
+  app.decorate('clusterManager', manager);
+  app.addHook('onClose', async () => {
+    await manager.stop();
+    if (!options.db) await db.destroy();
+  });
+
+  const handlers: OperationHandlers<ClusterManagerApi.operations> = {
+    ...operationalHandlers('cluster-manager', async () => ({
+      database: await databaseCheck(db),
+      inventory: manager.inventory ? 'ok' : 'not yet stored',
+    })),
+    async getInventory() {
+      const inventory = await latestInventory(db, config.STORAGE_SYSTEM_ID, config.CLUSTER_ID);
+      if (!inventory) throw new ProblemError('not-ready', 'the inventory has not been stored yet');
+      return inventory;
+    },
+    async listAgentProcesses() {
+      const stored = await agentIdentities(db, config.STORAGE_SYSTEM_ID, config.CLUSTER_ID);
+      const configured = new Set(config.servers.map((server) => server.id));
+      return {
+        items: stored
+          .filter((identity) => configured.has(identity.server_id))
+          .map((identity) => ({ ...identity, started_at: identity.started_at.toISOString() })),
+      };
+    },
+  };
+  mountServiceContract(app, 'cluster-manager', handlers);
+  return app;
+}

@@ -1,0 +1,52 @@
+import { ConfigError, defineConfig, loadConfig, type ConfigOf } from '@duplex/shared';
+
+export const clusterManagerConfigSchema = defineConfig({
+  STORAGE_SYSTEM_ID: { type: 'string', pattern: '^[a-z0-9][a-z0-9_-]{0,62}$', default: 'ss1', description: 'The storage system this cluster belongs to.' },
+  CLUSTER_ID: { type: 'string', pattern: '^[a-z0-9][a-z0-9_-]{0,62}$', default: 'c0', description: "This cluster's id." },
+  CM_HOST: { type: 'string', default: '127.0.0.1', description: 'The address to listen on.' },
+  CM_PORT: { type: 'integer', minimum: 0, maximum: 65535, default: 7411, description: 'The port to listen on.' },
+  CM_PUBLIC_URL: { type: 'string', format: 'uri', description: 'The URL agents reach this cluster-manager at (default: http://CM_HOST:CM_PORT).' },
+  DATABASE_URL: { type: 'string', description: 'The Postgres connection URL.' },
+  DRIVER_URL: { type: 'string', format: 'uri', default: 'http://127.0.0.1:7421', description: "The cluster's driver." },
+  CM_SERVERS: {
+    type: 'string',
+    pattern: '^[A-Za-z0-9][A-Za-z0-9_-]*=https?://[^,=]+(,[A-Za-z0-9][A-Za-z0-9_-]*=https?://[^,=]+)*$',
+    default: 'A=http://127.0.0.1:7401,B=http://127.0.0.1:7402',
+    description: 'The servers configured for this cluster, as id=url pairs; one agent is launched for each.',
+  },
+  AGENT_HOST: { type: 'string', default: '127.0.0.1', description: 'The address agents listen on.' },
+  AGENT_RESTART_BASE_MS: { type: 'integer', minimum: 10, maximum: 60_000, default: 100, description: 'The first delay before restarting an agent that exited; it doubles on each quick exit.' },
+  AGENT_RESTART_MAX_MS: { type: 'integer', minimum: 10, maximum: 600_000, default: 5000, description: 'The longest delay before restarting an agent.' },
+  DRIVER_WAIT_MS: { type: 'integer', minimum: 100, maximum: 600_000, default: 30_000, description: 'How long to wait for the driver at start before giving up.' },
+});
+
+export interface ConfiguredServer {
+  id: string;
+  url: string;
+}
+
+export type ClusterManagerConfig = ConfigOf<typeof clusterManagerConfigSchema> & {
+  DATABASE_URL: string;
+  CM_PUBLIC_URL: string;
+  servers: ConfiguredServer[];
+};
+
+export function parseServers(value: string): ConfiguredServer[] {
+  const servers = value.split(',').map((pair) => {
+    const [id = '', url = ''] = pair.split('=');
+    return { id: id.trim(), url: url.trim() };
+  });
+  const ids = servers.map((server) => server.id);
+  if (new Set(ids).size !== ids.length) throw new ConfigError(`invalid configuration: CM_SERVERS names a server twice (${ids.join(', ')})`);
+  return servers;
+}
+
+export function loadClusterManagerConfig(env: Record<string, string | undefined> = process.env): ClusterManagerConfig {
+  const config = loadConfig(clusterManagerConfigSchema, env, ['DATABASE_URL']);
+  return {
+    ...config,
+    DATABASE_URL: config.DATABASE_URL as string,
+    CM_PUBLIC_URL: config.CM_PUBLIC_URL ?? `http://${config.CM_HOST}:${config.CM_PORT}`,
+    servers: parseServers(config.CM_SERVERS),
+  };
+}

@@ -1,0 +1,117 @@
+import type { ChildProcess } from 'node:child_process';
+import { agentEntry } from '@duplex/agent';
+import { backoffDelayMs, spawnTypeScript, type Database } from '@duplex/shared';
+import type { FastifyBaseLogger } from 'fastify';
+import type { ClusterManagerConfig, ConfiguredServer } from '../config.ts';
+import { saveAgentIdentity, type AgentIdentity } from '../repositories/cluster-store.ts';
+
+interface SupervisedAgent {
+  server: ConfiguredServer;
+  identity: AgentIdentity;
+  child: ChildProcess | undefined;
+  url: string | undefined;
+  quickExits: number;
+  restartTimer: NodeJS.Timeout | undefined;
+}
+
+/** An agent that ran this long before exiting is restarted without backoff. */
+const stableRunMs = 10_000;
+
+/**
+ * Launches one agent per configured server (and none for any other), records each agent's
+ * identity in Postgres, and restarts an agent that exits, with backoff.
+ */
+export class AgentSupervisor {
+  private readonly agents = new Map<string, SupervisedAgent>();
+  private stopping = false;
+
+  constructor(
+    private readonly config: ClusterManagerConfig,
+    private readonly db: Database,
+    private readonly log: FastifyBaseLogger,
+  ) {}
+
+  start(): void {
+    for (const server of this.config.servers) {
+      const identity: AgentIdentity = {
+        storage_system_id: this.config.STORAGE_SYSTEM_ID,
+        cluster_id: this.config.CLUSTER_ID,
+        server_id: server.id,
+        name: `${this.config.STORAGE_SYSTEM_ID}-${this.config.CLUSTER_ID}-${server.id}`,
+        pid: null,
+        state: 'starting',
+        restarts: 0,
+        started_at: new Date(),
+      };
+      const agent: SupervisedAgent = { server, identity, child: undefined, url: undefined, quickExits: 0, restartTimer: undefined };
+      this.agents.set(server.id, agent);
+      this.launch(agent);
+    }
+  }
+
+  private launch(agent: SupervisedAgent): void {
+    const startedAt = new Date();
+    const child = spawnTypeScript(agentEntry, {
+      env: {
+        ...process.env,
+        AGENT_NAME: agent.identity.name,
+        SERVER_ID: agent.server.id,
+        SERVER_URL: agent.server.url,
+        STORAGE_SYSTEM_ID: this.config.STORAGE_SYSTEM_ID,
+        CLUSTER_ID: this.config.CLUSTER_ID,
+        DRIVER_URL: this.config.DRIVER_URL,
+        CLUSTER_MANAGER_URL: this.config.CM_PUBLIC_URL,
+        AGENT_HOST: this.config.AGENT_HOST,
+        AGENT_PORT: '0',
+      },
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    agent.child = child;
+    agent.url = undefined;
+    agent.identity = { ...agent.identity, pid: child.pid ?? null, state: 'running', started_at: startedAt };
+    this.persist(agent);
+    child.on('message', (message: unknown) => {
+      const url = (message as { url?: unknown } | null)?.url;
+      if (typeof url === 'string') agent.url = url;
+    });
+    child.once('exit', (code, signal) => {
+      agent.child = undefined;
+      agent.url = undefined;
+      if (this.stopping) return;
+      const ranMs = Date.now() - startedAt.getTime();
+      agent.quickExits = ranMs >= stableRunMs ? 0 : agent.quickExits + 1;
+      const delay = agent.quickExits === 0 ? 0 : backoffDelayMs(agent.quickExits - 1, this.config.AGENT_RESTART_BASE_MS, this.config.AGENT_RESTART_MAX_MS);
+      this.log.warn({ agent: agent.identity.name, code, signal, restart_in_ms: delay }, 'agent exited; restarting');
+      agent.identity = { ...agent.identity, pid: null, state: 'restarting', restarts: agent.identity.restarts + 1 };
+      this.persist(agent);
+      agent.restartTimer = setTimeout(() => this.launch(agent), delay);
+    });
+  }
+
+  private persist(agent: SupervisedAgent): void {
+    saveAgentIdentity(this.db, agent.identity).catch((error: unknown) => {
+      this.log.warn({ err: error, agent: agent.identity.name }, 'could not store the agent identity');
+    });
+  }
+
+  urls(): string[] {
+    return [...this.agents.values()].flatMap((agent) => (agent.url ? [agent.url] : []));
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    const exits = [...this.agents.values()].map(async (agent) => {
+      clearTimeout(agent.restartTimer);
+      const child = agent.child;
+      if (!child || child.exitCode !== null) return;
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      const killer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+      await exited;
+      clearTimeout(killer);
+      agent.identity = { ...agent.identity, pid: null, state: 'stopped' };
+      await saveAgentIdentity(this.db, agent.identity).catch(() => undefined);
+    });
+    await Promise.all(exits);
+  }
+}
