@@ -1,13 +1,13 @@
 import { defineConfig, loadConfig, type ConfigOf } from '@duplex/shared';
 
 export const agentConfigSchema = defineConfig({
-  AGENT_NAME: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$', description: "The agent's name in its cluster (the cluster-manager sets it)." },
-  SERVER_ID: { type: 'string', description: 'The id of the server this agent serves.' },
-  SERVER_URL: { type: 'string', format: 'uri', description: 'Where that server is.' },
-  STORAGE_SYSTEM_ID: { type: 'string', description: "The agent's storage system." },
-  CLUSTER_ID: { type: 'string', description: "The agent's cluster." },
-  DRIVER_URL: { type: 'string', format: 'uri', description: "The cluster's driver." },
-  CLUSTER_MANAGER_URL: { type: 'string', format: 'uri', description: "The cluster's cluster-manager." },
+  AGENT_NAME: { type: 'string', required: true, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$', description: "The agent's name in its cluster (the cluster-manager sets it)." },
+  SERVER_ID: { type: 'string', required: true, description: 'The id of the server this agent serves.' },
+  SERVER_URL: { type: 'string', required: true, format: 'uri', description: 'Where that server is.' },
+  STORAGE_SYSTEM_ID: { type: 'string', required: true, description: "The agent's storage system." },
+  CLUSTER_ID: { type: 'string', required: true, description: "The agent's cluster." },
+  DRIVER_URL: { type: 'string', required: true, format: 'uri', description: "The cluster's driver." },
+  CLUSTER_MANAGER_URL: { type: 'string', required: true, format: 'uri', description: "The cluster's cluster-manager." },
   AGENT_HOST: { type: 'string', default: '127.0.0.1', description: 'The address to listen on.' },
   AGENT_PORT: { type: 'integer', minimum: 0, maximum: 65535, default: 0, description: 'The port to listen on (0: any free port).' },
   AGENT_PUBLIC_HOST: { type: 'string', description: 'The host name the server reaches this agent at (default: AGENT_HOST).' },
@@ -15,11 +15,8 @@ export const agentConfigSchema = defineConfig({
   DRIVER_RETRY_MAX_MS: { type: 'integer', minimum: 10, maximum: 60_000, default: 2000, description: 'The longest wait between attempts to reach the driver.' },
 });
 
-const required = ['AGENT_NAME', 'SERVER_ID', 'SERVER_URL', 'STORAGE_SYSTEM_ID', 'CLUSTER_ID', 'DRIVER_URL', 'CLUSTER_MANAGER_URL'] as const;
-
-type Loaded = ConfigOf<typeof agentConfigSchema>;
-export type AgentConfig = Loaded & { [K in (typeof required)[number]]: string };
+export type AgentConfig = ConfigOf<typeof agentConfigSchema>;
 
 export function loadAgentConfig(env: Record<string, string | undefined> = process.env): AgentConfig {
-  return loadConfig(agentConfigSchema, env, required) as AgentConfig;
+  return loadConfig(agentConfigSchema, env);
 }

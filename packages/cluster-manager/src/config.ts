@@ -6,7 +6,7 @@ export const clusterManagerConfigSchema = defineConfig({
   CM_HOST: { type: 'string', default: '127.0.0.1', description: 'The address to listen on.' },
   CM_PORT: { type: 'integer', minimum: 0, maximum: 65535, default: 7411, description: 'The port to listen on.' },
   CM_PUBLIC_URL: { type: 'string', format: 'uri', description: 'The URL agents reach this cluster-manager at (default: http://CM_HOST:CM_PORT).' },
-  DATABASE_URL: { type: 'string', description: 'The Postgres connection URL.' },
+  DATABASE_URL: { type: 'string', required: true, description: 'The Postgres connection URL.' },
   DRIVER_URL: { type: 'string', format: 'uri', default: 'http://127.0.0.1:7421', description: "The cluster's driver." },
   CM_SERVERS: {
     type: 'string',
@@ -26,7 +26,6 @@ export interface ConfiguredServer {
 }
 
 export type ClusterManagerConfig = ConfigOf<typeof clusterManagerConfigSchema> & {
-  DATABASE_URL: string;
   CM_PUBLIC_URL: string;
   servers: ConfiguredServer[];
 };
@@ -42,10 +41,9 @@ export function parseServers(value: string): ConfiguredServer[] {
 }
 
 export function loadClusterManagerConfig(env: Record<string, string | undefined> = process.env): ClusterManagerConfig {
-  const config = loadConfig(clusterManagerConfigSchema, env, ['DATABASE_URL']);
+  const config = loadConfig(clusterManagerConfigSchema, env);
   return {
     ...config,
-    DATABASE_URL: config.DATABASE_URL as string,
     CM_PUBLIC_URL: config.CM_PUBLIC_URL ?? `http://${config.CM_HOST}:${config.CM_PORT}`,
     servers: parseServers(config.CM_SERVERS),
   };

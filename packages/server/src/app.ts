@@ -11,6 +11,7 @@ import type { FastifyInstance, FastifyServerOptions } from 'fastify';
 import type { ServerConfig } from './config.ts';
 import { createServerContext, type ServerContext } from './context.ts';
 import { renewServerLease } from './repositories/servers.ts';
+import { expireIdempotencyKeys } from './repositories/tasks.ts';
 import { agentHandlers } from './routes/agents.ts';
 import { storageSystemHandlers } from './routes/storage-systems.ts';
 import { taskHandlers } from './routes/tasks.ts';
@@ -36,8 +37,11 @@ export async function buildApp(options: BuildServerOptions): Promise<FastifyInst
   app.decorate('duplex', context);
 
   const leaseKeeper = startLeaseKeeper(context, app);
+  const keyExpiry = setInterval(() => void expireKeys(context, app), keyExpiryIntervalMs);
+  keyExpiry.unref();
   app.addHook('onClose', async () => {
     clearInterval(leaseKeeper);
+    clearInterval(keyExpiry);
     await context.dispatcher.close();
     if (!options.db) await db.destroy();
   });
@@ -54,11 +58,22 @@ export async function buildApp(options: BuildServerOptions): Promise<FastifyInst
   app.addHook('onReady', async () => {
     await renewLease(context, app);
     context.dispatcher.kick();
+    void expireKeys(context, app);
   });
   return app;
 }
 
 const instance = { id: randomUUID(), startedAt: new Date() };
+const keyExpiryIntervalMs = 10 * 60_000;
+
+async function expireKeys(context: ServerContext, app: FastifyInstance): Promise<void> {
+  try {
+    const expired = await expireIdempotencyKeys(context.db, context.config.IDEMPOTENCY_KEY_TTL_HOURS);
+    if (expired > 0) app.log.info({ expired }, 'idempotency keys expired');
+  } catch (error) {
+    app.log.warn({ err: error }, 'could not expire idempotency keys');
+  }
+}
 
 async function renewLease(context: ServerContext, app: FastifyInstance): Promise<void> {
   try {

@@ -5,7 +5,7 @@ export const serverConfigSchema = defineConfig({
   SERVER_HOST: { type: 'string', default: '127.0.0.1', description: 'The address to listen on.' },
   SERVER_PORT: { type: 'integer', minimum: 0, maximum: 65535, default: 7401, description: 'The port to listen on.' },
   SERVER_PUBLIC_URL: { type: 'string', format: 'uri', description: 'The URL others reach this server at (default: http://SERVER_HOST:SERVER_PORT).' },
-  DATABASE_URL: { type: 'string', description: 'The Postgres connection URL.' },
+  DATABASE_URL: { type: 'string', required: true, description: 'The Postgres connection URL.' },
   DATABASE_POOL_MAX: { type: 'integer', minimum: 1, maximum: 200, default: 10, description: 'Postgres connections this server may open.' },
   AGENT_LEASE_TTL_MS: { type: 'integer', minimum: 100, maximum: 600_000, default: 3000, description: 'How long an agent registration lives without a heartbeat.' },
   AGENT_HEARTBEAT_INTERVAL_MS: { type: 'integer', minimum: 50, maximum: 300_000, default: 1000, description: 'How often agents are told to heartbeat.' },
@@ -15,13 +15,12 @@ export const serverConfigSchema = defineConfig({
   IDEMPOTENCY_KEY_TTL_HOURS: { type: 'integer', minimum: 1, maximum: 8760, default: 24, description: 'How long an Idempotency-Key is remembered.' },
 });
 
-export type ServerConfig = ConfigOf<typeof serverConfigSchema> & { DATABASE_URL: string; SERVER_PUBLIC_URL: string };
+export type ServerConfig = ConfigOf<typeof serverConfigSchema> & { SERVER_PUBLIC_URL: string };
 
 export function loadServerConfig(env: Record<string, string | undefined> = process.env): ServerConfig {
-  const config = loadConfig(serverConfigSchema, env, ['DATABASE_URL']);
+  const config = loadConfig(serverConfigSchema, env);
   return {
     ...config,
-    DATABASE_URL: config.DATABASE_URL as string,
     SERVER_PUBLIC_URL: config.SERVER_PUBLIC_URL ?? `http://${config.SERVER_HOST}:${config.SERVER_PORT}`,
   };
 }

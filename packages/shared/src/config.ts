@@ -11,6 +11,8 @@ export interface ConfigVariable {
   maximum?: number;
   pattern?: string;
   format?: 'uri';
+  /** The process refuses to start without it. */
+  required?: true;
 }
 
 export type ConfigSchema = Record<string, ConfigVariable>;
@@ -24,7 +26,7 @@ type ValueOf<V extends ConfigVariable> = V['type'] extends 'integer'
       : string;
 
 export type ConfigOf<S extends ConfigSchema> = {
-  [K in keyof S]: S[K] extends { default: unknown } ? ValueOf<S[K]> : ValueOf<S[K]> | undefined;
+  [K in keyof S]: S[K] extends { default: unknown } | { required: true } ? ValueOf<S[K]> : ValueOf<S[K]> | undefined;
 };
 
 export class ConfigError extends Error {
@@ -38,19 +40,16 @@ export const defineConfig = <const S extends ConfigSchema>(schema: S): S => sche
  * Reads the variables a schema names from the environment, applies defaults, converts
  * types, and throws one ConfigError naming every bad or missing value.
  */
-export function loadConfig<S extends ConfigSchema>(
-  schema: S,
-  env: Record<string, string | undefined> = process.env,
-  required: readonly (keyof S & string)[] = [],
-): ConfigOf<S> {
+export function loadConfig<S extends ConfigSchema>(schema: S, env: Record<string, string | undefined> = process.env): ConfigOf<S> {
   const ajv = new Ajv({ coerceTypes: true, useDefaults: true, allErrors: true, strict: true });
   addFormats.default(ajv);
   const properties: Record<string, object> = {};
   for (const [name, variable] of Object.entries(schema)) {
-    const { description: _description, ...rule } = variable;
+    const { description: _description, required: _required, ...rule } = variable;
     properties[name] = rule;
   }
-  const validate = ajv.compile({ type: 'object', properties, required: [...required] });
+  const required = Object.keys(schema).filter((name) => schema[name]?.required);
+  const validate = ajv.compile({ type: 'object', properties, required });
   const values: Record<string, unknown> = {};
   for (const name of Object.keys(schema)) {
     const raw = env[name];
@@ -70,7 +69,7 @@ export function loadConfig<S extends ConfigSchema>(
 export function describeConfig(schema: ConfigSchema): string {
   const rows = Object.entries(schema).map(
     ([name, variable]) =>
-      `| \`${name}\` | ${variable.default === undefined ? '(required)' : `\`${String(variable.default)}\``} | ${variable.description} |`,
+      `| \`${name}\` | ${variable.required ? '(required)' : variable.default === undefined ? '(none)' : `\`${String(variable.default)}\``} | ${variable.description} |`,
   );
   return ['| variable | default | meaning |', '| --- | --- | --- |', ...rows].join('\n');
 }

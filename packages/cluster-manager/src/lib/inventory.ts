@@ -56,7 +56,9 @@ export function ownedDevices(clusterId: string, clusterEpoch: number, discovered
   });
 }
 
-/** Whether two device lists describe the same configuration and state. */
+const deviceFields = ['id', 'home_cluster', 'owner_cluster', 'capacity_bytes', 'used_bytes', 'volume_count', 'state', 'reason', 'epoch'] as const;
+
+/** Whether two device lists describe the same configuration and state (stored JSON does not keep key order). */
 export function sameDevices(a: InventoryDevice[], b: InventoryDevice[]): boolean {
-  return JSON.stringify(a) === JSON.stringify(b);
+  return a.length === b.length && a.every((device, index) => deviceFields.every((field) => device[field] === b[index]?.[field]));
 }

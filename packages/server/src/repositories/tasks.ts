@@ -203,3 +203,11 @@ export async function recordTransitions(db: Queryable, rows: TaskRow[]): Promise
     })),
   );
 }
+
+/** Forgets idempotency keys older than the TTL, so a key can be used again after it. */
+export async function expireIdempotencyKeys(db: Queryable, ttlHours: number): Promise<number> {
+  return db('tasks')
+    .whereNotNull('idempotency_key')
+    .where('created_at', '<', db.raw(`now() - make_interval(hours => ?)`, [ttlHours]))
+    .update({ idempotency_key: null });
+}

@@ -1,0 +1,170 @@
+import assert from 'node:assert/strict';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { after, before, describe, it } from 'node:test';
+import { buildApp as buildDriver, createBackend } from '@duplex/driver';
+import { freePort, waitFor } from '@duplex/testkit';
+import type { FastifyInstance } from 'fastify';
+import { buildApp } from '../src/app.ts';
+import { loadAgentConfig } from '../src/config.ts';
+
+interface Recorded {
+  method: string;
+  url: string;
+  body: unknown;
+}
+
+type Reply = (request: Recorded) => { status: number; body: unknown };
+
+/** A stand-in HTTP peer that records every request and answers from a table of routes. */
+async function startPeer(port: number, route: Reply): Promise<{ server: Server; requests: Recorded[] }> {
+  const requests: Recorded[] = [];
+  const server = createServer((request: IncomingMessage, response: ServerResponse) => {
+    let text = '';
+    request.on('data', (chunk: Buffer) => (text += chunk.toString()));
+    request.on('end', () => {
+      const recorded = { method: request.method ?? '', url: request.url ?? '', body: text ? JSON.parse(text) : undefined };
+      requests.push(recorded);
+      const { status, body } = route(recorded);
+      response.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  return { server, requests };
+}
+
+const inventory = {
+  storage_system_id: 'ss1',
+  cluster_id: 'c0',
+  version: 3,
+  cluster_state: 'online',
+  epoch: 1,
+  recorded_at: '2026-11-25T10:00:00.000Z',
+  devices: [{ id: 'd0', home_cluster: 'c0', owner_cluster: 'c0', capacity_bytes: 1000, used_bytes: 0, volume_count: 0, state: 'available', reason: null, epoch: 1 }],
+};
+
+describe('agent against a server, a cluster-manager and a real driver', () => {
+  let agent: FastifyInstance;
+  let driver: FastifyInstance;
+  let server: { server: Server; requests: Recorded[] } | undefined;
+  let clusterManager: { server: Server; requests: Recorded[] };
+  let serverPort: number;
+  let forgetAgent = false;
+
+  const serverRoutes: Reply = (request) => {
+    if (request.method === 'POST' && request.url === '/v1/agents') {
+      return { status: 201, body: { id: 'A:ss1:c0:ss1-c0-A', incarnation: 1, lease_ttl_ms: 3000, heartbeat_interval_ms: 50, lease_expires_at: new Date().toISOString(), server_id: 'A' } };
+    }
+    if (request.url.endsWith('/heartbeats')) {
+      if (forgetAgent) return { status: 404, body: { type: 'urn:duplex:problem:agent-not-found', title: 'No such agent', status: 404 } };
+      return { status: 200, body: { lease_expires_at: new Date().toISOString(), inventory_version: 3 } };
+    }
+    if (request.url.endsWith('/inventory')) return { status: 200, body: { accepted: true, version: 3 } };
+    if (request.url.endsWith('/task-reports')) {
+      const { reports } = request.body as { reports: { task_id: string }[] };
+      return { status: 200, body: { results: reports.map((report) => ({ task_id: report.task_id, outcome: 'applied' })) } };
+    }
+    return { status: 404, body: {} };
+  };
+
+  const reportsFor = (taskId: string) =>
+    (server?.requests ?? [])
+      .filter((request) => request.url.endsWith('/task-reports'))
+      .flatMap((request) => (request.body as { reports: { task_id: string; state: string; result?: unknown; error?: { type: string } }[] }).reports)
+      .filter((report) => report.task_id === taskId);
+
+  before(async () => {
+    driver = await buildDriver({ backend: createBackend({ kind: 'memory', devices: [{ id: 'd0', home_cluster: 'c0', capacity_bytes: 1000 }] }), logger: false });
+    const driverUrl = await driver.listen({ host: '127.0.0.1', port: 0 });
+    clusterManager = await startPeer(await freePort(), (request) =>
+      request.url === '/v1/inventory' ? { status: 200, body: inventory } : { status: 404, body: {} },
+    );
+    const cmAddress = clusterManager.server.address();
+    serverPort = await freePort();
+    const config = loadAgentConfig({
+      AGENT_NAME: 'ss1-c0-A',
+      SERVER_ID: 'A',
+      SERVER_URL: `http://127.0.0.1:${serverPort}`,
+      STORAGE_SYSTEM_ID: 'ss1',
+      CLUSTER_ID: 'c0',
+      DRIVER_URL: driverUrl,
+      CLUSTER_MANAGER_URL: `http://127.0.0.1:${typeof cmAddress === 'object' && cmAddress ? cmAddress.port : 0}`,
+      REGISTER_RETRY_MAX_MS: '100',
+    });
+    agent = await buildApp({ config, logger: false });
+    const agentUrl = await agent.listen({ host: '127.0.0.1', port: 0 });
+    agent.agent.start(agentUrl);
+  });
+
+  after(async () => {
+    await agent?.close();
+    await driver?.close();
+    server?.server.close();
+    clusterManager?.server.close();
+  });
+
+  it('is not ready and refuses tasks while its server is down', async () => {
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal((await agent.inject({ method: 'GET', url: '/readyz' })).statusCode, 503);
+    const refused = await agent.inject({
+      method: 'POST',
+      url: '/v1/tasks',
+      payload: { tasks: [{ task_id: 't0', kind: 'device.probe', device: 'd0', params: {}, attempt: 1, fencing_token: 1, epoch: 1 }] },
+    });
+    assert.equal(refused.statusCode, 503);
+    assert.equal(refused.json().type, 'urn:duplex:problem:not-ready');
+  });
+
+  it('registers once the server appears, then reports the stored inventory', async () => {
+    server = await startPeer(serverPort, serverRoutes);
+    await waitFor('registration', async () => ((await agent.inject({ method: 'GET', url: '/readyz' })).statusCode === 200 ? true : undefined), 5_000);
+    const registration = server.requests.find((request) => request.url === '/v1/agents');
+    assert.deepEqual((registration?.body as { name: string; server_id: string; cluster_id: string }).name, 'ss1-c0-A');
+    const report = await waitFor('inventory report', async () => server!.requests.find((request) => request.url.endsWith('/inventory')));
+    assert.equal(report.method, 'PUT');
+    assert.deepEqual(report.body, inventory);
+    const status = (await agent.inject({ method: 'GET', url: '/v1/status' })).json();
+    assert.equal(status.agent_id, 'A:ss1:c0:ss1-c0-A');
+    assert.equal(status.inventory_version, 3);
+  });
+
+  it('runs a task through the driver and forwards the completion', async () => {
+    const dispatch = { task_id: 't1', kind: 'volume.create', device: 'd0', params: { name: 'v1', size_bytes: 100 }, attempt: 1, fencing_token: 7, epoch: 1 };
+    const accepted = await agent.inject({ method: 'POST', url: '/v1/tasks', payload: { tasks: [dispatch, dispatch] } });
+    assert.equal(accepted.statusCode, 202);
+    assert.deepEqual(accepted.json(), { accepted: 1, duplicates: 1 });
+    const [final] = await waitFor('a terminal report', async () => {
+      const terminal = reportsFor('t1').filter((report) => report.state !== 'running');
+      return terminal.length > 0 ? terminal : undefined;
+    });
+    assert.equal(final?.state, 'succeeded');
+    assert.deepEqual(final?.result, { volume: { device: 'd0', name: 'v1', size_bytes: 100 } });
+    const probe = await driver.inject({ method: 'GET', url: '/v1/devices/d0' });
+    assert.equal(probe.json().volume_count, 1);
+  });
+
+  it('forwards a refusal by the driver as the task failing with its problem', async () => {
+    const dispatch = { task_id: 't2', kind: 'volume.create', device: 'd0', params: { name: '../escape', size_bytes: 1 }, attempt: 1, fencing_token: 8, epoch: 1 };
+    assert.equal((await agent.inject({ method: 'POST', url: '/v1/tasks', payload: { tasks: [dispatch] } })).statusCode, 202);
+    const report = await waitFor('the failure report', async () => reportsFor('t2').find((candidate) => candidate.state === 'failed'));
+    assert.equal(report.error?.type, 'urn:duplex:problem:invalid-name');
+  });
+
+  it('reports the inventory again when told of a change', async () => {
+    const before = server!.requests.filter((request) => request.url.endsWith('/inventory')).length;
+    const response = await agent.inject({ method: 'POST', url: '/v1/inventory-changes', payload: { version: 4 } });
+    assert.equal(response.statusCode, 202);
+    await waitFor('a new inventory report', async () =>
+      server!.requests.filter((request) => request.url.endsWith('/inventory')).length > before ? true : undefined,
+    );
+    assert.ok(clusterManager.requests.filter((request) => request.url === '/v1/inventory').length >= 2);
+  });
+
+  it('registers again when its server no longer knows it', async () => {
+    const before = server!.requests.filter((request) => request.url === '/v1/agents').length;
+    forgetAgent = true;
+    await waitFor('a new registration', async () =>
+      server!.requests.filter((request) => request.url === '/v1/agents').length > before ? true : undefined,
+    );
+    forgetAgent = false;
+  });
+});

@@ -1,0 +1,131 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { buildApp as buildDriver, createBackend } from '@duplex/driver';
+import { createTestDatabase, freePort, waitFor, type TestDatabase } from '@duplex/testkit';
+import type { FastifyInstance } from 'fastify';
+import { buildApp } from '../src/app.ts';
+import { loadClusterManagerConfig } from '../src/config.ts';
+
+const isAlive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+interface IdentityRow {
+  server_id: string;
+  name: string;
+  pid: number | null;
+  state: string;
+  restarts: number;
+  started_at: Date;
+}
+
+describe('cluster-manager with a real driver and real agent processes', () => {
+  let tdb: TestDatabase;
+  let driver: FastifyInstance;
+  let manager: FastifyInstance;
+
+  before(async () => {
+    tdb = await createTestDatabase();
+    driver = await buildDriver({
+      backend: createBackend({
+        kind: 'memory',
+        devices: [
+          { id: 'd0', home_cluster: 'c0', capacity_bytes: 1000 },
+          { id: 'd1', home_cluster: 'c0', capacity_bytes: 2000 },
+          { id: 'd4', home_cluster: 'c1', capacity_bytes: 4000 },
+        ],
+      }),
+      logger: false,
+    });
+    const driverUrl = await driver.listen({ host: '127.0.0.1', port: 0 });
+    // Only server A is configured for this cluster; nothing listens there, so the agent keeps retrying.
+    const config = loadClusterManagerConfig({
+      DATABASE_URL: tdb.url,
+      STORAGE_SYSTEM_ID: 'ss1',
+      CLUSTER_ID: 'c0',
+      CM_PORT: String(await freePort()),
+      DRIVER_URL: driverUrl,
+      CM_SERVERS: `A=http://127.0.0.1:${await freePort()}`,
+      AGENT_RESTART_BASE_MS: '20',
+    });
+    manager = await buildApp({ config, db: tdb.db, logger: false });
+    await manager.listen({ host: config.CM_HOST, port: config.CM_PORT });
+    await manager.clusterManager.start();
+  });
+
+  after(async () => {
+    await manager?.close();
+    await driver?.close();
+    await tdb?.drop();
+  });
+
+  it('stores the discovered configuration and state of its own devices as version 1', async () => {
+    const versions = await tdb.db('inventory_versions').where({ cluster_id: 'c0' });
+    assert.equal(versions.length, 1);
+    assert.equal(versions[0].version, 1);
+    assert.equal(versions[0].cause, 'launch');
+    const devices = await tdb.db('devices').orderBy('id');
+    assert.deepEqual(
+      devices.map((row: { id: string; owner_cluster: string; capacity_bytes: number; state: string }) => [row.id, row.owner_cluster, row.capacity_bytes, row.state]),
+      [
+        ['d0', 'c0', 1000, 'available'],
+        ['d1', 'c0', 2000, 'available'],
+      ],
+    );
+    const response = await manager.inject({ method: 'GET', url: '/v1/inventory' });
+    assert.equal(response.statusCode, 200);
+    const inventory = response.json();
+    assert.equal(inventory.version, 1);
+    assert.equal(inventory.devices.length, 2);
+    const ready = await manager.inject({ method: 'GET', url: '/readyz' });
+    assert.equal(ready.statusCode, 200);
+  });
+
+  it('does not store a new version when nothing changed', async () => {
+    const inventory = await manager.clusterManager.refreshInventory('rescan');
+    assert.equal(inventory.version, 1);
+    const rows = await tdb.db('inventory_versions').select('version');
+    assert.equal(rows.length, 1);
+  });
+
+  it('launches exactly one agent, for the configured server, and stores its identity', async () => {
+    const identity = await waitFor('the agent identity', async () => {
+      const rows: IdentityRow[] = await tdb.db('agent_identities');
+      return rows.length === 1 && rows[0]?.pid ? rows[0] : undefined;
+    });
+    assert.equal(identity.server_id, 'A');
+    assert.equal(identity.name, 'ss1-c0-A');
+    assert.equal(identity.state, 'running');
+    assert.ok(identity.started_at instanceof Date);
+    assert.ok(isAlive(identity.pid!), 'the agent process runs');
+    const listed = (await manager.inject({ method: 'GET', url: '/v1/agents' })).json();
+    assert.deepEqual(
+      listed.items.map((item: { server_id: string; pid: number }) => [item.server_id, item.pid]),
+      [['A', identity.pid]],
+    );
+  });
+
+  it('restarts an agent that is killed, with a new pid and a restart count', async () => {
+    const [before] = await tdb.db<IdentityRow>('agent_identities');
+    process.kill(before!.pid!, 'SIGKILL');
+    const after = await waitFor('the restarted agent', async () => {
+      const [row] = await tdb.db<IdentityRow>('agent_identities');
+      return row && row.pid && row.pid !== before!.pid && row.state === 'running' ? row : undefined;
+    });
+    assert.equal(after.restarts, 1);
+    assert.ok(isAlive(after.pid!));
+  });
+
+  it('stops its agents when it closes', async () => {
+    const [row] = await tdb.db<IdentityRow>('agent_identities');
+    await manager.close();
+    assert.equal(isAlive(row!.pid!), false);
+    const [stopped] = await tdb.db<IdentityRow>('agent_identities');
+    assert.equal(stopped?.state, 'stopped');
+  });
+});
