@@ -121,6 +121,21 @@ describe('cluster-manager with a real driver and real agent processes', () => {
     assert.ok(isAlive(after.pid!));
   });
 
+  it('refuses bad input with problem documents and changes nothing', async () => {
+    const before = await tdb.db('inventory_versions').select('version');
+    for (const [method, url, status] of [
+      ['GET', '/v1/inventory?version=abc', 400],
+      ['GET', '/v1/agents?limit=5', 400],
+      ['POST', '/v1/inventory', 404],
+    ] as const) {
+      const response = await manager.inject({ method, url, headers: { 'x-request-id': 'cm-bad-1' } });
+      assert.equal(response.statusCode, status, `${method} ${url}`);
+      assert.match(String(response.headers['content-type']), /^application\/problem\+json/);
+      assert.equal(response.json().request_id, 'cm-bad-1');
+    }
+    assert.deepEqual(await tdb.db('inventory_versions').select('version'), before);
+  });
+
   it('stops its agents when it closes', async () => {
     const [row] = await tdb.db<IdentityRow>('agent_identities');
     await manager.close();

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import {
   createDatabase,
   createServiceApp,
@@ -63,7 +62,6 @@ export async function buildApp(options: BuildServerOptions): Promise<FastifyInst
   return app;
 }
 
-const instance = { id: randomUUID(), startedAt: new Date() };
 const keyExpiryIntervalMs = 10 * 60_000;
 
 async function expireKeys(context: ServerContext, app: FastifyInstance): Promise<void> {
@@ -79,7 +77,7 @@ async function renewLease(context: ServerContext, app: FastifyInstance): Promise
   try {
     const expiresAt = await renewServerLease(
       context.db,
-      { id: context.config.SERVER_ID, url: context.config.SERVER_PUBLIC_URL, instanceId: instance.id, startedAt: instance.startedAt },
+      { id: context.config.SERVER_ID, url: context.config.SERVER_PUBLIC_URL, instanceId: context.instance.id, startedAt: context.instance.startedAt },
       context.config.SERVER_LEASE_TTL_MS,
     );
     context.lease.expiresAt = expiresAt.getTime();

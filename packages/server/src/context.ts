@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { Database } from '@duplex/shared';
 import type { FastifyBaseLogger } from 'fastify';
 import type { ServerConfig } from './config.ts';
@@ -17,6 +18,8 @@ export interface ServerContext {
   tasks: TaskService;
   dispatcher: Dispatcher;
   lease: { expiresAt: number };
+  /** This process, as recorded in its lease row. */
+  instance: { id: string; startedAt: Date };
 }
 
 /** Rebuilds the in-memory registry and view from Postgres, so a restarted server routes at once. */
@@ -36,5 +39,14 @@ export async function createServerContext(config: ServerConfig, db: Database, lo
     batchSize: config.DISPATCH_BATCH_SIZE,
     retryMs: config.DISPATCH_RETRY_MS,
   });
-  return { config, db, agents, inventory, tasks: new TaskService(db, config.SERVER_ID, inventory), dispatcher, lease: { expiresAt: 0 } };
+  return {
+    config,
+    db,
+    agents,
+    inventory,
+    tasks: new TaskService(db, config.SERVER_ID, inventory),
+    dispatcher,
+    lease: { expiresAt: 0 },
+    instance: { id: randomUUID(), startedAt: new Date() },
+  };
 }

@@ -91,7 +91,7 @@ export type SettleAction =
   | { action: 'remove'; volume: VolumeRef }
   | { action: 'restore'; volume: VolumeRef }
   | { action: 'resize'; volume: VolumeRef; sizeBytes: number }
-  | { action: 'clear-device'; device: string };
+  | { action: 'clear-device'; device: string; taskId: string };
 
 export interface SettledTask {
   id: string;
@@ -116,7 +116,7 @@ export function settleCatalogActions(task: SettledTask, outcome: Outcome, errorC
       if (ok) return [{ action: 'resize', volume, sizeBytes: task.params.size_bytes ?? 0 }];
       return errorCode === 'volume-not-found' ? [{ action: 'remove', volume }] : [];
     case 'device.format':
-      return ok ? [{ action: 'clear-device', device: task.device }] : [];
+      return ok ? [{ action: 'clear-device', device: task.device, taskId: task.id }] : [];
     case 'device.probe':
       return [];
   }

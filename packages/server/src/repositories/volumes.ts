@@ -25,30 +25,60 @@ export async function applySubmitEffect(db: Queryable, storageSystemId: string, 
   }
 }
 
+/**
+ * Applies the catalog actions of a batch of ended tasks with one statement per kind of
+ * action, however many tasks the batch holds.
+ */
 export async function applySettleActions(db: Queryable, storageSystemId: string, actions: SettleAction[]): Promise<void> {
-  for (const step of actions) {
-    const inSystem = db('volumes').where({ storage_system_id: storageSystemId });
-    switch (step.action) {
-      case 'confirm-reserved':
-        await inSystem
-          .where({ task_id: step.taskId, state: 'creating' })
-          .update({ state: 'present', ...(step.sizeBytes !== undefined ? { size_bytes: step.sizeBytes } : {}), updated_at: db.fn.now() });
-        break;
-      case 'release-reserved':
-        await inSystem.where({ task_id: step.taskId, state: 'creating' }).delete();
-        break;
-      case 'remove':
-        await inSystem.where({ device: step.volume.device, name: step.volume.name }).delete();
-        break;
-      case 'restore':
-        await inSystem.where({ device: step.volume.device, name: step.volume.name, state: 'deleting' }).update({ state: 'present', updated_at: db.fn.now() });
-        break;
-      case 'resize':
-        await inSystem.where({ device: step.volume.device, name: step.volume.name }).update({ size_bytes: step.sizeBytes, updated_at: db.fn.now() });
-        break;
-      case 'clear-device':
-        await inSystem.where({ device: step.device }).whereNot({ state: 'creating' }).delete();
-        break;
-    }
+  const of = <A extends SettleAction['action']>(action: A) =>
+    actions.filter((step): step is Extract<SettleAction, { action: A }> => step.action === action);
+  const confirmed = of('confirm-reserved');
+  const released = of('release-reserved');
+  const removed = of('remove').map((step) => step.volume);
+  const restored = of('restore').map((step) => step.volume);
+  const resized = of('resize').map((step) => ({ ...step.volume, size_bytes: step.sizeBytes }));
+  const cleared = of('clear-device');
+
+  if (confirmed.length > 0) {
+    await db.raw(
+      `update volumes v set state = 'present', size_bytes = coalesce(c.size_bytes, v.size_bytes), updated_at = now()
+         from jsonb_to_recordset(?::jsonb) as c(task_id text, size_bytes bigint)
+        where v.storage_system_id = ? and v.task_id = c.task_id and v.state = 'creating'`,
+      [JSON.stringify(confirmed.map((step) => ({ task_id: step.taskId, size_bytes: step.sizeBytes ?? null }))), storageSystemId],
+    );
+  }
+  if (released.length > 0) {
+    await db('volumes').where({ storage_system_id: storageSystemId, state: 'creating' }).whereIn('task_id', released.map((step) => step.taskId)).delete();
+  }
+  if (removed.length > 0) {
+    await db.raw(
+      `delete from volumes v using jsonb_to_recordset(?::jsonb) as r(device text, name text)
+        where v.storage_system_id = ? and v.device = r.device and v.name = r.name`,
+      [JSON.stringify(removed), storageSystemId],
+    );
+  }
+  if (restored.length > 0) {
+    await db.raw(
+      `update volumes v set state = 'present', updated_at = now() from jsonb_to_recordset(?::jsonb) as r(device text, name text)
+        where v.storage_system_id = ? and v.device = r.device and v.name = r.name and v.state = 'deleting'`,
+      [JSON.stringify(restored), storageSystemId],
+    );
+  }
+  if (resized.length > 0) {
+    await db.raw(
+      `update volumes v set size_bytes = r.size_bytes, updated_at = now() from jsonb_to_recordset(?::jsonb) as r(device text, name text, size_bytes bigint)
+        where v.storage_system_id = ? and v.device = r.device and v.name = r.name`,
+      [JSON.stringify(resized), storageSystemId],
+    );
+  }
+  // Last, so a volume created before the format in the same batch is removed too. Task ids
+  // sort by creation time: volumes of tasks submitted after the format survive it.
+  if (cleared.length > 0) {
+    await db.raw(
+      `delete from volumes v using jsonb_to_recordset(?::jsonb) as f(device text, task_id text)
+        where v.storage_system_id = ? and v.device = f.device and v.state <> 'creating'
+          and (v.task_id is null or v.task_id < f.task_id)`,
+      [JSON.stringify(cleared.map((step) => ({ device: step.device, task_id: step.taskId }))), storageSystemId],
+    );
   }
 }

@@ -1,7 +1,7 @@
 import { ProblemError, problemCodeOf, type Database } from '@duplex/shared';
 import { newTaskId } from '../lib/ids.ts';
 import type { InventoryView } from '../lib/inventory-view.ts';
-import { devicesOf, requestHash, settleCatalogActions, submitCatalogEffect, type Outcome, type TaskRequest } from '../lib/task-rules.ts';
+import { devicesOf, requestHash, settleCatalogActions, submitCatalogEffect, type SettleAction, type TaskRequest } from '../lib/task-rules.ts';
 import * as tasks from '../repositories/tasks.ts';
 import { applySettleActions, applySubmitEffect } from '../repositories/volumes.ts';
 
@@ -96,11 +96,13 @@ export class TaskService {
   async applyReports(reports: tasks.StateReport[]): Promise<Map<string, 'applied' | 'stale'>> {
     const changed = await this.db.transaction(async (trx) => {
       const rows = await tasks.applyStateReports(trx, reports);
+      const actionsBySystem = new Map<string, SettleAction[]>();
       for (const row of rows) {
         if (row.state !== 'succeeded' && row.state !== 'failed') continue;
-        const actions = settleCatalogActions(row, row.state as Outcome, row.error ? problemCodeOf(row.error) : undefined);
-        await applySettleActions(trx, row.storage_system_id, actions);
+        const actions = settleCatalogActions(row, row.state, row.error ? problemCodeOf(row.error) : undefined);
+        actionsBySystem.set(row.storage_system_id, [...(actionsBySystem.get(row.storage_system_id) ?? []), ...actions]);
       }
+      for (const [storageSystemId, actions] of actionsBySystem) await applySettleActions(trx, storageSystemId, actions);
       await tasks.recordTransitions(trx, rows);
       return rows;
     });
