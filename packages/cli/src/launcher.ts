@@ -90,17 +90,7 @@ export async function runTopology(topology: Topology, options: { databaseUrl?: s
     postgres = await startEmbeddedPostgres(topology.postgres.data_dir, topology.postgres.port, say);
     databaseUrl = postgres.url;
   }
-  const db = createDatabase(databaseUrl, { poolMax: 1 });
-  try {
-    const applied = await migrateToLatest(db);
-    if (applied.length > 0) say(`applied migrations: ${applied.join(', ')}`);
-  } finally {
-    await db.destroy();
-  }
-  for (const system of topology.storage_systems) {
-    if (system.backend !== 'file' || !system.device_root) continue;
-    for (const device of system.devices) await provisionFileDevice(system.device_root, device);
-  }
+  await prepareTopology(topology, databaseUrl, say);
 
   mkdirSync(topology.logs_dir, { recursive: true });
   const children: { spec: ProcessSpec; child: ChildProcess }[] = [];
@@ -129,6 +119,21 @@ export async function runTopology(topology: Topology, options: { databaseUrl?: s
     throw error;
   }
   return { databaseUrl, embedded: postgres !== undefined, stop };
+}
+
+/** Migrates the database and creates the file devices that are missing. */
+export async function prepareTopology(topology: Topology, databaseUrl: string, say: (line: string) => void): Promise<void> {
+  const db = createDatabase(databaseUrl, { poolMax: 1 });
+  try {
+    const applied = await migrateToLatest(db);
+    if (applied.length > 0) say(`applied migrations: ${applied.join(', ')}`);
+  } finally {
+    await db.destroy();
+  }
+  for (const system of topology.storage_systems) {
+    if (system.backend !== 'file' || !system.device_root) continue;
+    for (const device of system.devices) await provisionFileDevice(system.device_root, device);
+  }
 }
 
 async function waitUntilReady(spec: ProcessSpec, child: ChildProcess, timeoutMs = 60_000): Promise<void> {

@@ -1,13 +1,16 @@
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { runTopology, waitForAgents } from './launcher.ts';
+import { prepareTopology, runTopology, waitForAgents } from './launcher.ts';
 import { loadTopology, TopologyError, type Topology } from './topology.ts';
 
-const usage = `usage: duplex up [--topology FILE]
+const usage = `usage: duplex <command> [--topology FILE]
 
-  up    run the topology on this machine until Ctrl-C: Postgres (embedded unless
-        DATABASE_URL is set), the drivers, the servers and the cluster-managers,
-        which launch one agent per configured server.
+commands:
+  up         run the topology on this machine until Ctrl-C: Postgres (embedded unless
+             DATABASE_URL is set), the drivers, the servers and the cluster-managers,
+             which launch one agent per configured server.
+  prepare    for deployments that run each service on its own: migrate the Postgres in
+             DATABASE_URL and create the topology's file devices that are missing.
 
 options:
   --topology FILE   the topology file (default: topology.yaml)
@@ -70,11 +73,16 @@ async function main(): Promise<void> {
     process.stdout.write(`${usage}\n`);
     return;
   }
-  if (command !== 'up') {
-    process.stderr.write(`duplex: unknown command '${command}'\n${usage}\n`);
-    process.exit(2);
+  if (command === 'up') return up(resolve(values.topology));
+  if (command === 'prepare') {
+    const databaseUrl = process.env.DATABASE_URL;
+    if (!databaseUrl) throw new TopologyError('prepare needs DATABASE_URL');
+    await prepareTopology(loadTopology(resolve(values.topology)), databaseUrl, say);
+    say('prepared');
+    return;
   }
-  await up(resolve(values.topology));
+  process.stderr.write(`duplex: unknown command '${command}'\n${usage}\n`);
+  process.exit(2);
 }
 
 main().catch((error: unknown) => {

@@ -15,6 +15,7 @@ export const clusterManagerConfigSchema = defineConfig({
     description: 'The servers configured for this cluster, as id=url pairs; one agent is launched for each.',
   },
   AGENT_HOST: { type: 'string', default: '127.0.0.1', description: 'The address agents listen on.' },
+  AGENT_PUBLIC_HOST: { type: 'string', description: 'The host name servers reach the agents at (default: AGENT_HOST).' },
   AGENT_RESTART_BASE_MS: { type: 'integer', minimum: 10, maximum: 60_000, default: 100, description: 'The first delay before restarting an agent that exited; it doubles on each quick exit.' },
   AGENT_RESTART_MAX_MS: { type: 'integer', minimum: 10, maximum: 600_000, default: 5000, description: 'The longest delay before restarting an agent.' },
   DRIVER_WAIT_MS: { type: 'integer', minimum: 100, maximum: 600_000, default: 30_000, description: 'How long to wait for the driver at start before giving up.' },

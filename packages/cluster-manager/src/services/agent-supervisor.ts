@@ -51,9 +51,11 @@ export class AgentSupervisor {
 
   private launch(agent: SupervisedAgent): void {
     const startedAt = new Date();
+    // Agents need no database: everything they read comes through the cluster-manager.
+    const { DATABASE_URL: _database, ...inherited } = process.env;
     const child = spawnTypeScript(agentEntry, {
       env: {
-        ...process.env,
+        ...inherited,
         AGENT_NAME: agent.identity.name,
         SERVER_ID: agent.server.id,
         SERVER_URL: agent.server.url,
@@ -62,6 +64,7 @@ export class AgentSupervisor {
         DRIVER_URL: this.config.DRIVER_URL,
         CLUSTER_MANAGER_URL: this.config.CM_PUBLIC_URL,
         AGENT_HOST: this.config.AGENT_HOST,
+        AGENT_PUBLIC_HOST: this.config.AGENT_PUBLIC_HOST ?? this.config.AGENT_HOST,
         AGENT_PORT: '0',
       },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],

@@ -1,0 +1,11 @@
+# One image for every duplex service; the command picks the service.
+FROM node:20-bookworm-slim
+WORKDIR /duplex
+RUN npm install -g pnpm@12.4.2
+COPY package.json pnpm-lock.yaml pnpm-workspace.yaml ./
+COPY packages ./packages
+COPY test/package.json ./test/package.json
+RUN pnpm install --frozen-lockfile
+COPY . .
+ENV NODE_ENV=production
+CMD ["node", "--import", "tsx", "packages/cli/src/main.ts", "--help"]
