@@ -44,7 +44,7 @@ export async function createServerContext(config: ServerConfig, db: Database, lo
     db,
     agents,
     inventory,
-    tasks: new TaskService(db, config.SERVER_ID, inventory),
+    tasks: new TaskService(db, config.SERVER_ID, inventory, config.IDEMPOTENCY_KEY_TTL_HOURS),
     dispatcher,
     lease: { expiresAt: 0 },
     instance: { id: randomUUID(), startedAt: new Date() },

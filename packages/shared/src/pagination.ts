@@ -12,10 +12,13 @@ export function decodeCursor(cursor: string, arity: number): unknown[] {
   } catch {
     // reported below
   }
-  throw new ProblemError('validation-failed', 'cursor is not one this service issued', {
+  throw invalidCursor();
+}
+
+export const invalidCursor = (): ProblemError =>
+  new ProblemError('validation-failed', 'cursor is not one this service issued', {
     errors: [{ location: 'querystring/cursor', message: 'is not a valid cursor' }],
   });
-}
 
 /** One page of an in-memory collection sorted by id. */
 export function pageById<T extends { id: string }>(

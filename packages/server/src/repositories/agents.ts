@@ -65,10 +65,14 @@ export async function upsertAgent(
   return { row, created, newIncarnation: previous !== null && previous !== row.incarnation };
 }
 
-/** Renews the lease of the given incarnation; undefined when no such registration exists. */
-export async function renewAgentLease(db: Queryable, id: string, incarnation: number, leaseTtlMs: number): Promise<AgentRow | undefined> {
+/** Renews the lease of this server's agent in the given incarnation; undefined when there is none. */
+export async function renewAgentLease(
+  db: Queryable,
+  registration: { id: string; serverId: string; incarnation: number },
+  leaseTtlMs: number,
+): Promise<AgentRow | undefined> {
   const rows = await db<AgentRow>('agents')
-    .where({ id, incarnation })
+    .where({ id: registration.id, server_id: registration.serverId, incarnation: registration.incarnation })
     .update({
       heartbeat_at: db.fn.now() as never,
       lease_expires_at: db.raw('now() + make_interval(secs => ? / 1000.0)', [leaseTtlMs]) as never,

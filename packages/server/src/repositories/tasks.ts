@@ -1,5 +1,5 @@
 import type { ServerApi } from '@duplex/contracts';
-import { decodeCursor, encodeCursor, type Queryable } from '@duplex/shared';
+import { decodeCursor, encodeCursor, invalidCursor, type Queryable } from '@duplex/shared';
 import type { TaskKind, TaskParams, TaskState } from '../lib/task-rules.ts';
 
 export type Task = ServerApi.components['schemas']['Task'];
@@ -57,8 +57,15 @@ export async function findTask(db: Queryable, id: string): Promise<TaskRow | und
   return db<TaskRow>('tasks').where({ id }).first();
 }
 
-export async function findTaskByIdempotencyKey(db: Queryable, key: string): Promise<TaskRow | undefined> {
-  return db<TaskRow>('tasks').where({ idempotency_key: key }).first();
+/**
+ * The task that holds an idempotency key. A key older than the TTL is released on the spot
+ * (the periodic sweep may not have reached it yet), so it can be used again.
+ */
+export async function findTaskByIdempotencyKey(db: Queryable, key: string, ttlHours: number): Promise<TaskRow | undefined> {
+  const row = await db<TaskRow>('tasks').where({ idempotency_key: key }).first();
+  if (!row || row.created_at.getTime() > Date.now() - ttlHours * 3_600_000) return row;
+  await db('tasks').where({ id: row.id, idempotency_key: key }).update({ idempotency_key: null });
+  return undefined;
 }
 
 export type NewTask = Pick<TaskRow, 'id' | 'idempotency_key' | 'request_hash' | 'request_id' | 'kind' | 'storage_system_id' | 'device' | 'params' | 'server_id'>;
@@ -87,17 +94,25 @@ export async function listTasks(
   limit: number,
   cursor: string | undefined,
 ): Promise<{ items: TaskRow[]; next_cursor: string | null }> {
-  const query = db<TaskRow>('tasks').select('*');
+  // The cursor keeps created_at to the microsecond, as Postgres stores it; a JS Date would
+  // round to milliseconds and skip tasks created in the same millisecond.
+  const query = db('tasks').select('*', db.raw(`to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as cursor_created_at`));
   for (const [column, value] of Object.entries(filters)) if (value !== undefined) query.where(column, value);
   if (cursor !== undefined) {
     const [createdAt, id] = decodeCursor(cursor, 2);
-    query.whereRaw('(created_at, id) < (?::timestamptz, ?)', [String(createdAt), String(id)]);
+    if (typeof createdAt !== 'string' || !cursorTimePattern.test(createdAt) || typeof id !== 'string') throw invalidCursor();
+    query.whereRaw('(created_at, id) < (?::timestamptz, ?)', [createdAt, id]);
   }
-  const rows = await query.orderBy([{ column: 'created_at', order: 'desc' }, { column: 'id', order: 'desc' }]).limit(limit + 1);
-  const items = rows.slice(0, limit);
-  const last = items.at(-1);
-  return { items, next_cursor: rows.length > limit && last ? encodeCursor([last.created_at.toISOString(), last.id]) : null };
+  const rows: (TaskRow & { cursor_created_at: string })[] = await query
+    .orderBy([{ column: 'created_at', order: 'desc' }, { column: 'id', order: 'desc' }])
+    .limit(limit + 1);
+  const page = rows.slice(0, limit);
+  const last = page.at(-1);
+  const items = page.map(({ cursor_created_at: _cursor, ...row }) => row);
+  return { items, next_cursor: rows.length > limit && last ? encodeCursor([last.cursor_created_at, last.id]) : null };
 }
+
+const cursorTimePattern = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
 
 /** Locks this server's oldest queued tasks for dispatch; other transactions skip them. */
 export async function lockQueuedTasks(db: Queryable, serverId: string, limit: number): Promise<TaskRow[]> {
@@ -178,6 +193,11 @@ export async function applyStateReports(db: Queryable, reports: StateReport[]): 
     [JSON.stringify(reports)],
   );
   return rows;
+}
+
+export async function existingTaskIds(db: Queryable, ids: string[]): Promise<string[]> {
+  const rows: { id: string }[] = await db('tasks').whereIn('id', ids).select('id');
+  return rows.map((row) => row.id);
 }
 
 export async function cancelQueuedTask(db: Queryable, id: string): Promise<TaskRow | undefined> {

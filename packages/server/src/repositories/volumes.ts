@@ -8,7 +8,8 @@ import type { SettleAction, SubmitCatalogEffect } from '../lib/task-rules.ts';
 export async function applySubmitEffect(db: Queryable, storageSystemId: string, taskId: string, effect: SubmitCatalogEffect): Promise<void> {
   if (effect.mustExist) {
     const { device, name } = effect.mustExist;
-    const query = db('volumes').where({ storage_system_id: storageSystemId, device, name }).whereNot({ state: 'deleting' });
+    // Only a volume that exists now: one still being created or deleted cannot be the subject of another task.
+    const query = db('volumes').where({ storage_system_id: storageSystemId, device, name, state: 'present' });
     const found = effect.markDeleting
       ? await query.update({ state: 'deleting', task_id: taskId, updated_at: db.fn.now() }).returning('name')
       : await query.select('name');

@@ -68,7 +68,7 @@ export function agentHandlers(context: ServerContext): Pick<OperationHandlers<Op
 
     async heartbeatAgent(request) {
       const { id } = request.params;
-      const renewed = await agents.renewAgentLease(db, id, request.body.incarnation, config.AGENT_LEASE_TTL_MS);
+      const renewed = await agents.renewAgentLease(db, { id, serverId: config.SERVER_ID, incarnation: request.body.incarnation }, config.AGENT_LEASE_TTL_MS);
       if (!renewed) {
         const current = await ownAgent(id);
         throw new ProblemError('stale-incarnation', `incarnation ${current.incarnation} of agent '${id}' is registered, not ${request.body.incarnation}`);

@@ -19,11 +19,14 @@ export class TaskService {
     private readonly db: Database,
     private readonly serverId: string,
     private readonly inventory: InventoryView,
+    private readonly idempotencyKeyTtlHours: number,
   ) {}
 
-  async submit(request: TaskRequest, idempotencyKey: string, requestId: string): Promise<SubmitOutcome> {
+  async submit(submitted: TaskRequest, idempotencyKey: string, requestId: string): Promise<SubmitOutcome> {
+    // `params` may be left out for kinds that take none; it means the same as {}.
+    const request = { ...submitted, params: submitted.params ?? {} } as TaskRequest;
     const hash = requestHash(request);
-    const existing = await tasks.findTaskByIdempotencyKey(this.db, idempotencyKey);
+    const existing = await tasks.findTaskByIdempotencyKey(this.db, idempotencyKey, this.idempotencyKeyTtlHours);
     if (existing) return this.replay(existing, hash);
     this.checkAgainstInventory(request);
     const inserted = await this.db.transaction(async (trx) => {
@@ -45,7 +48,7 @@ export class TaskService {
     });
     if (inserted) return { task: inserted, replayed: false };
     // Another request with the same key committed first.
-    const winner = await tasks.findTaskByIdempotencyKey(this.db, idempotencyKey);
+    const winner = await tasks.findTaskByIdempotencyKey(this.db, idempotencyKey, this.idempotencyKeyTtlHours);
     if (!winner) throw new ProblemError('idempotency-key-in-use', 'a request with this Idempotency-Key is still being processed; retry');
     return this.replay(winner, hash);
   }
@@ -93,7 +96,7 @@ export class TaskService {
   }
 
   /** Applies an agent's reports; each report whose token is not the current attempt's is stale. */
-  async applyReports(reports: tasks.StateReport[]): Promise<Map<string, 'applied' | 'stale'>> {
+  async applyReports(reports: tasks.StateReport[]): Promise<Map<string, 'applied' | 'stale' | 'unknown'>> {
     const changed = await this.db.transaction(async (trx) => {
       const rows = await tasks.applyStateReports(trx, reports);
       const actionsBySystem = new Map<string, SettleAction[]>();
@@ -106,8 +109,13 @@ export class TaskService {
       await tasks.recordTransitions(trx, rows);
       return rows;
     });
-    const outcome = new Map<string, 'applied' | 'stale'>(reports.map((report) => [report.task_id, 'stale']));
+    const outcome = new Map<string, 'applied' | 'stale' | 'unknown'>(reports.map((report) => [report.task_id, 'stale']));
     for (const row of changed) outcome.set(row.id, 'applied');
+    const unsettled = [...outcome].filter(([, value]) => value === 'stale').map(([id]) => id);
+    if (unsettled.length > 0) {
+      const known = new Set(await tasks.existingTaskIds(this.db, unsettled));
+      for (const id of unsettled) if (!known.has(id)) outcome.set(id, 'unknown');
+    }
     return outcome;
   }
 }

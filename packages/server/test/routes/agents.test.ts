@@ -1,0 +1,258 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { buildApp, loadServerConfig } from '@duplex/server';
+import {
+  assertProblem,
+  inventoryReport,
+  registerAgent,
+  registration,
+  reportInventory,
+  startServer,
+  stopServer,
+  type TestServer,
+} from './helpers.ts';
+
+interface AgentRow {
+  id: string;
+  server_id: string;
+  pid: number;
+  url: string;
+  incarnation: number;
+  registered_at: Date;
+  heartbeat_at: Date;
+  lease_expires_at: Date;
+}
+
+interface AgentPage {
+  items: { id: string; state: string; cluster_id: string; incarnation: number }[];
+  next_cursor: string | null;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('agents', () => {
+  let server: TestServer;
+  const agentRow = (id: string) => server.db<AgentRow>('agents').where({ id }).first();
+  const registeredEvents = (id: string) =>
+    server.db('events').where({ type: 'agent.registered' }).whereRaw(`payload->>'agent_id' = ?`, [id]).select('payload');
+
+  before(async () => {
+    server = await startServer();
+  });
+  after(() => stopServer(server));
+
+  describe('POST /v1/agents', () => {
+    it('registers a new agent with 201, a lease and an event', async () => {
+      const before = Date.now();
+      const response = await server.app.inject({ method: 'POST', url: '/v1/agents', payload: registration({ name: 'reg-new' }) });
+      assert.equal(response.statusCode, 201);
+      const body = response.json<{ id: string; incarnation: number; lease_ttl_ms: number; heartbeat_interval_ms: number; lease_expires_at: string; server_id: string }>();
+      assert.equal(body.id, 'A:ss1:c0:reg-new');
+      assert.equal(body.incarnation, 1);
+      assert.equal(body.lease_ttl_ms, 3000);
+      assert.equal(body.heartbeat_interval_ms, 1000);
+      assert.equal(body.server_id, 'A');
+      const leaseExpiresAt = Date.parse(body.lease_expires_at);
+      assert.ok(leaseExpiresAt >= before + 2000 && leaseExpiresAt <= Date.now() + 3500, body.lease_expires_at);
+
+      const row = await agentRow(body.id);
+      assert.equal(row?.server_id, 'A');
+      assert.equal(row?.pid, 4242);
+      assert.equal(row?.incarnation, 1);
+      assert.equal(row?.lease_expires_at.toISOString(), body.lease_expires_at);
+      assert.equal((await registeredEvents(body.id)).length, 1);
+    });
+
+    it('registering the same process again is idempotent: 200, same id and incarnation, renewed lease', async () => {
+      const first = await server.app.inject({ method: 'POST', url: '/v1/agents', payload: registration({ name: 'reg-again' }) });
+      assert.equal(first.statusCode, 201);
+      await sleep(20);
+      const second = await server.app.inject({ method: 'POST', url: '/v1/agents', payload: registration({ name: 'reg-again' }) });
+      assert.equal(second.statusCode, 200);
+      assert.equal(second.json().id, first.json().id);
+      assert.equal(second.json().incarnation, 1);
+      assert.ok(Date.parse(second.json().lease_expires_at) > Date.parse(first.json().lease_expires_at));
+      assert.equal(Number((await server.db('agents').where({ name: 'reg-again' }).count<{ count: string }[]>({ count: '*' }))[0]?.count), 1);
+      assert.equal((await registeredEvents(first.json().id)).length, 1, 'no second agent.registered event');
+    });
+
+    it('a new pid starts the next incarnation', async () => {
+      const id = await registerAgent(server.app, { name: 'reg-pid', pid: 100 });
+      const response = await server.app.inject({ method: 'POST', url: '/v1/agents', payload: registration({ name: 'reg-pid', pid: 101 }) });
+      assert.equal(response.statusCode, 200);
+      assert.equal(response.json().id, id);
+      assert.equal(response.json().incarnation, 2);
+      const row = await agentRow(id);
+      assert.equal(row?.incarnation, 2);
+      assert.equal(row?.pid, 101);
+      assert.equal((await registeredEvents(id)).length, 2);
+    });
+
+    it('a new url starts the next incarnation too', async () => {
+      const id = await registerAgent(server.app, { name: 'reg-url', url: 'http://127.0.0.1:10' });
+      const response = await server.app.inject({ method: 'POST', url: '/v1/agents', payload: registration({ name: 'reg-url', url: 'http://127.0.0.1:11' }) });
+      assert.equal(response.json().incarnation, 2);
+      assert.equal((await agentRow(id))?.url, 'http://127.0.0.1:11');
+    });
+
+    it('an agent configured for another server is refused with 409 wrong-server and not stored', async () => {
+      const response = await server.app.inject({ method: 'POST', url: '/v1/agents', payload: registration({ name: 'reg-wrong', server_id: 'B' }) });
+      const problem = assertProblem(response, 409, 'wrong-server');
+      assert.equal(problem.instance, '/v1/agents');
+      assert.equal(await server.db('agents').where({ name: 'reg-wrong' }).first(), undefined);
+    });
+  });
+
+  describe('POST /v1/agents/{id}/heartbeats', () => {
+    it('renews the lease of the current incarnation', async () => {
+      const id = await registerAgent(server.app, { name: 'hb-ok' });
+      const before = await agentRow(id);
+      await sleep(20);
+      const response = await server.app.inject({ method: 'POST', url: `/v1/agents/${id}/heartbeats`, payload: { incarnation: 1 } });
+      assert.equal(response.statusCode, 200);
+      const body = response.json<{ lease_expires_at: string; inventory_version: number | null }>();
+      assert.equal(body.inventory_version, null);
+      const after = await agentRow(id);
+      assert.ok(after!.lease_expires_at > before!.lease_expires_at);
+      assert.ok(after!.heartbeat_at > before!.heartbeat_at);
+      assert.equal(after!.lease_expires_at.toISOString(), body.lease_expires_at);
+    });
+
+    it('tells the agent which inventory version the server holds for its cluster', async () => {
+      const id = await registerAgent(server.app, { name: 'hb-inv', storage_system_id: 'hbs' });
+      await reportInventory(server.app, id, inventoryReport({ storage_system_id: 'hbs', version: 7 }));
+      const response = await server.app.inject({ method: 'POST', url: `/v1/agents/${id}/heartbeats`, payload: { incarnation: 1, inventory_version: 7 } });
+      assert.equal(response.statusCode, 200);
+      assert.equal(response.json().inventory_version, 7);
+    });
+
+    it('an old incarnation is refused with 409 and the lease is left alone', async () => {
+      const id = await registerAgent(server.app, { name: 'hb-old', pid: 1 });
+      await registerAgent(server.app, { name: 'hb-old', pid: 2 });
+      const before = await agentRow(id);
+      const response = await server.app.inject({ method: 'POST', url: `/v1/agents/${id}/heartbeats`, payload: { incarnation: 1 } });
+      const problem = assertProblem(response, 409, 'stale-incarnation');
+      assert.match(problem.detail ?? '', /incarnation 2/);
+      assert.deepEqual(await agentRow(id), before);
+    });
+
+    it('an unknown agent gets 404 agent-not-found', async () => {
+      const response = await server.app.inject({ method: 'POST', url: '/v1/agents/A:ss1:c0:nobody/heartbeats', payload: { incarnation: 1 } });
+      assertProblem(response, 404, 'agent-not-found');
+    });
+
+    it("another server's agent gets 404 and its lease is not renewed", async () => {
+      // Server B shares the database; its agent is not one of A's.
+      const serverB = await buildApp({ config: loadServerConfig({ DATABASE_URL: server.tdb.url, SERVER_ID: 'B' }), db: server.db, logger: false });
+      await serverB.ready();
+      try {
+        const id = await registerAgent(serverB, { name: 'of-b', server_id: 'B' });
+        assertProblem(await server.app.inject({ method: 'GET', url: `/v1/agents/${id}` }), 404, 'agent-not-found');
+        const before = await agentRow(id);
+        await sleep(20);
+        const response = await server.app.inject({ method: 'POST', url: `/v1/agents/${id}/heartbeats`, payload: { incarnation: 1 } });
+        assertProblem(response, 404, 'agent-not-found');
+        assert.deepEqual(await agentRow(id), before);
+      } finally {
+        await serverB.close();
+      }
+    });
+  });
+
+  describe('GET /v1/agents/{id}', () => {
+    it('answers the agent as registered', async () => {
+      const id = await registerAgent(server.app, { name: 'get-one', cluster_id: 'c1', pid: 77 });
+      const response = await server.app.inject({ method: 'GET', url: `/v1/agents/${id}` });
+      assert.equal(response.statusCode, 200);
+      const row = await agentRow(id);
+      assert.deepEqual(response.json(), {
+        id,
+        name: 'get-one',
+        server_id: 'A',
+        storage_system_id: 'ss1',
+        cluster_id: 'c1',
+        url: 'http://127.0.0.1:9',
+        pid: 77,
+        incarnation: 1,
+        state: 'active',
+        started_at: '2026-11-25T10:00:00.000Z',
+        registered_at: row!.registered_at.toISOString(),
+        heartbeat_at: row!.heartbeat_at.toISOString(),
+        lease_expires_at: row!.lease_expires_at.toISOString(),
+      });
+    });
+
+    it('an unknown agent is 404 agent-not-found', async () => {
+      const problem = assertProblem(await server.app.inject({ method: 'GET', url: '/v1/agents/A:ss1:c0:ghost' }), 404, 'agent-not-found');
+      assert.equal(problem.instance, '/v1/agents/A:ss1:c0:ghost');
+    });
+  });
+
+  describe('GET /v1/agents', () => {
+    // A storage system of its own, so the other tests' agents stay out of these pages.
+    const ids: string[] = [];
+    before(async () => {
+      ids.push(await registerAgent(server.app, { name: 'l-a', storage_system_id: 'lst', cluster_id: 'c0' }));
+      ids.push(await registerAgent(server.app, { name: 'l-b', storage_system_id: 'lst', cluster_id: 'c1' }));
+      ids.push(await registerAgent(server.app, { name: 'l-c', storage_system_id: 'lst', cluster_id: 'c1' }));
+      ids.push(await registerAgent(server.app, { name: 'l-d', storage_system_id: 'lst', cluster_id: 'c0' }));
+      await server.db('agents').where({ id: 'A:lst:c1:l-c' }).update({ lease_expires_at: server.db.raw(`now() - interval '1 minute'`) });
+    });
+
+    const list = async (query: string): Promise<AgentPage> => {
+      const response = await server.app.inject({ method: 'GET', url: `/v1/agents?storage_system_id=lst${query}` });
+      assert.equal(response.statusCode, 200, response.body);
+      return response.json<AgentPage>();
+    };
+
+    it('lists the agents by id, with their state', async () => {
+      const page = await list('');
+      assert.deepEqual(page.items.map((a) => `${a.id}:${a.state}`), ['A:lst:c0:l-a:active', 'A:lst:c0:l-d:active', 'A:lst:c1:l-b:active', 'A:lst:c1:l-c:expired']);
+      assert.equal(page.next_cursor, null);
+    });
+
+    it('filters by state', async () => {
+      assert.deepEqual((await list('&state=expired')).items.map((a) => a.id), ['A:lst:c1:l-c']);
+      assert.deepEqual((await list('&state=active')).items.map((a) => a.id), ['A:lst:c0:l-a', 'A:lst:c0:l-d', 'A:lst:c1:l-b']);
+    });
+
+    it('filters by cluster', async () => {
+      assert.deepEqual((await list('&cluster_id=c1')).items.map((a) => a.id), ['A:lst:c1:l-b', 'A:lst:c1:l-c']);
+      assert.deepEqual((await list('&cluster_id=c1&state=active')).items.map((a) => a.id), ['A:lst:c1:l-b']);
+      assert.deepEqual((await list('&cluster_id=c9')).items, []);
+    });
+
+    it('pages with limit=1 through every agent exactly once', async () => {
+      const seen: string[] = [];
+      let cursor: string | null = null;
+      let pages = 0;
+      do {
+        const page: AgentPage = await list(`&limit=1${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
+        assert.ok(page.items.length <= 1);
+        seen.push(...page.items.map((a) => a.id));
+        cursor = page.next_cursor;
+        pages += 1;
+      } while (cursor !== null && pages < 10);
+      assert.deepEqual(seen, [...ids].sort());
+      assert.equal(pages, 4);
+    });
+
+    it('does not list the agents of other servers', async () => {
+      await server.db('agents').insert({
+        id: 'B:lst:c0:l-x',
+        name: 'l-x',
+        server_id: 'B',
+        storage_system_id: 'lst',
+        cluster_id: 'c0',
+        url: 'http://127.0.0.1:9',
+        pid: 1,
+        incarnation: 1,
+        started_at: new Date(),
+        registered_at: new Date(),
+        heartbeat_at: new Date(),
+        lease_expires_at: new Date(Date.now() + 60_000),
+      });
+      assert.deepEqual((await list('&cluster_id=c0')).items.map((a) => a.id), ['A:lst:c0:l-a', 'A:lst:c0:l-d']);
+    });
+  });
+});
