@@ -101,7 +101,8 @@ function routeSchema(operation: OpenApiOperation): Record<string, unknown> {
   if (query) schema.querystring = query;
   if (headers) schema.headers = headers;
   const body = operation.requestBody?.content['application/json']?.schema;
-  if (body) schema.body = body;
+  // A required body must be there: without a type, a missing or null body would pass.
+  if (body) schema.body = operation.requestBody?.required && body.type === undefined ? { type: 'object', ...body } : body;
   const response: Record<string, unknown> = {};
   for (const [status, definition] of Object.entries(operation.responses)) {
     const content: Record<string, { schema: JsonSchema }> = {};

@@ -192,7 +192,16 @@ export interface components {
         };
     };
     responses: {
-        /** @description The request is malformed or fails the schema. */
+        /** @description The body is larger than the service accepts (1 MiB). */
+        PayloadTooLarge: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description The request is malformed or fails the schema (an unknown query parameter included). */
         BadRequest: {
             headers: {
                 [name: string]: unknown;
@@ -252,6 +261,7 @@ export interface operations {
                     "application/json": components["schemas"]["Health"];
                 };
             };
+            400: components["responses"]["BadRequest"];
         };
     };
     getReadiness: {
@@ -280,6 +290,7 @@ export interface operations {
                     "application/json": components["schemas"]["Readiness"];
                 };
             };
+            400: components["responses"]["BadRequest"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -301,6 +312,7 @@ export interface operations {
                     "application/json": Record<string, never>;
                 };
             };
+            400: components["responses"]["BadRequest"];
         };
     };
     getAgentStatus: {
@@ -321,6 +333,7 @@ export interface operations {
                     "application/json": components["schemas"]["AgentStatus"];
                 };
             };
+            400: components["responses"]["BadRequest"];
         };
     };
     acceptTasks: {
@@ -365,6 +378,7 @@ export interface operations {
                 };
             };
             400: components["responses"]["BadRequest"];
+            413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             503: components["responses"]["Unavailable"];
         };
@@ -397,6 +411,8 @@ export interface operations {
                 };
             };
             400: components["responses"]["BadRequest"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
         };
     };
 }

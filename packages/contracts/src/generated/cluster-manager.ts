@@ -166,6 +166,15 @@ export interface components {
         };
     };
     responses: {
+        /** @description The request is malformed or fails the schema (an unknown query parameter included). */
+        BadRequest: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
         /** @description A dependency is unavailable. */
         Unavailable: {
             headers: {
@@ -208,6 +217,7 @@ export interface operations {
                     "application/json": components["schemas"]["Health"];
                 };
             };
+            400: components["responses"]["BadRequest"];
         };
     };
     getReadiness: {
@@ -237,6 +247,7 @@ export interface operations {
                     "application/json": components["schemas"]["Readiness"];
                 };
             };
+            400: components["responses"]["BadRequest"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -258,6 +269,7 @@ export interface operations {
                     "application/json": Record<string, never>;
                 };
             };
+            400: components["responses"]["BadRequest"];
         };
     };
     getInventory: {
@@ -278,6 +290,7 @@ export interface operations {
                     "application/json": components["schemas"]["Inventory"];
                 };
             };
+            400: components["responses"]["BadRequest"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -299,6 +312,7 @@ export interface operations {
                     "application/json": components["schemas"]["AgentProcessList"];
                 };
             };
+            400: components["responses"]["BadRequest"];
             503: components["responses"]["Unavailable"];
         };
     };

@@ -686,7 +686,7 @@ export interface components {
         };
     };
     responses: {
-        /** @description The request is malformed or fails the schema. */
+        /** @description The request is malformed or fails the schema (an unknown query parameter included). */
         BadRequest: {
             headers: {
                 [name: string]: unknown;
@@ -812,6 +812,7 @@ export interface operations {
                     "application/json": components["schemas"]["Health"];
                 };
             };
+            400: components["responses"]["BadRequest"];
         };
     };
     getReadiness: {
@@ -841,6 +842,7 @@ export interface operations {
                     "application/json": components["schemas"]["Readiness"];
                 };
             };
+            400: components["responses"]["BadRequest"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -862,6 +864,7 @@ export interface operations {
                     "application/json": Record<string, never>;
                 };
             };
+            400: components["responses"]["BadRequest"];
         };
     };
     listAgents: {
@@ -941,6 +944,7 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             409: components["responses"]["Conflict"];
+            413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             503: components["responses"]["Unavailable"];
         };
@@ -1005,6 +1009,8 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             404: components["responses"]["NotFound"];
             409: components["responses"]["Conflict"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -1020,6 +1026,40 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "storage_system_id": "ss1",
+                 *       "cluster_id": "c0",
+                 *       "version": 3,
+                 *       "cluster_state": "online",
+                 *       "epoch": 1,
+                 *       "recorded_at": "2026-11-25T10:00:00Z",
+                 *       "devices": [
+                 *         {
+                 *           "id": "d0",
+                 *           "home_cluster": "c0",
+                 *           "owner_cluster": "c0",
+                 *           "capacity_bytes": 1073741824,
+                 *           "used_bytes": 1048576,
+                 *           "volume_count": 1,
+                 *           "state": "available",
+                 *           "reason": null,
+                 *           "epoch": 1
+                 *         },
+                 *         {
+                 *           "id": "d1",
+                 *           "home_cluster": "c0",
+                 *           "owner_cluster": "c0",
+                 *           "capacity_bytes": 1073741824,
+                 *           "used_bytes": 0,
+                 *           "volume_count": 0,
+                 *           "state": "unavailable",
+                 *           "reason": "the device does not answer",
+                 *           "epoch": 1
+                 *         }
+                 *       ]
+                 *     }
+                 */
                 "application/json": components["schemas"]["InventoryReport"];
             };
         };
@@ -1036,6 +1076,8 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             404: components["responses"]["NotFound"];
             409: components["responses"]["Conflict"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -1051,6 +1093,31 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "reports": [
+                 *         {
+                 *           "task_id": "tsk_01JDX8G6Q9W1Z2V3",
+                 *           "attempt": 1,
+                 *           "fencing_token": 17,
+                 *           "state": "running"
+                 *         },
+                 *         {
+                 *           "task_id": "tsk_01JDX8G6Q9W1Z2V4",
+                 *           "attempt": 1,
+                 *           "fencing_token": 18,
+                 *           "state": "succeeded",
+                 *           "result": {
+                 *             "volume": {
+                 *               "device": "d0",
+                 *               "name": "vol1",
+                 *               "size_bytes": 1048576
+                 *             }
+                 *           }
+                 *         }
+                 *       ]
+                 *     }
+                 */
                 "application/json": components["schemas"]["TaskReportBatch"];
             };
         };
@@ -1066,6 +1133,8 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             404: components["responses"]["NotFound"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
             503: components["responses"]["Unavailable"];
         };
     };

@@ -1,0 +1,656 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { loadContract, type AgentApi, type ClusterManagerApi, type ContractName, type DriverApi, type ServerApi } from '@duplex/contracts';
+import type { MemoryDeviceStore } from '@duplex/driver';
+import { createTestDatabase, freePort, waitFor, type TestDatabase } from '@duplex/testkit';
+import { ContractRecorder } from './support/contract-recorder.ts';
+import { agentApp, clusterManagerApp, driverApp, GiB, listen, MiB, serverApp, type App, type InjectRequest, type InjectResponse } from './support/services.ts';
+
+// Real responses, checked against the contracts. One deployment runs in this process: a
+// driver, a server and a cluster-manager listening on loopback, the agent process the
+// cluster-manager launches for server A in cluster c0, and an in-process agent for cluster
+// c1. Every answer of these apps, to the test or to each other, is checked; each test also
+// asserts the outcome it drives.
+
+type Task = ServerApi.components['schemas']['Task'];
+type TaskRequest = ServerApi.components['schemas']['TaskRequest'];
+type TaskList = ServerApi.components['schemas']['TaskList'];
+type Agent = ServerApi.components['schemas']['Agent'];
+type AgentList = ServerApi.components['schemas']['AgentList'];
+type AgentRegistration = ServerApi.components['schemas']['AgentRegistration'];
+type AgentRegistrationRequest = ServerApi.components['schemas']['AgentRegistrationRequest'];
+type InventoryReport = ServerApi.components['schemas']['InventoryReport'];
+type Problem = ServerApi.components['schemas']['Problem'];
+type DeviceList = ServerApi.components['schemas']['DeviceList'];
+type ClusterList = ServerApi.components['schemas']['ClusterList'];
+type StorageSystemList = ServerApi.components['schemas']['StorageSystemList'];
+type AgentStatus = AgentApi.components['schemas']['AgentStatus'];
+type TaskDispatch = AgentApi.components['schemas']['TaskDispatch'];
+type Inventory = ClusterManagerApi.components['schemas']['Inventory'];
+type AgentProcessList = ClusterManagerApi.components['schemas']['AgentProcessList'];
+type ExecutionRequest = DriverApi.components['schemas']['ExecutionRequest'];
+type ExecutionResult = DriverApi.components['schemas']['ExecutionResult'];
+type DeviceReport = DriverApi.components['schemas']['DeviceReport'];
+
+// The agent process the cluster-manager launches logs to this test's output; only errors are wanted.
+process.env.LOG_LEVEL = 'error';
+
+const recorders = {
+  server: new ContractRecorder('server'),
+  agent: new ContractRecorder('agent'),
+  'cluster-manager': new ContractRecorder('cluster-manager'),
+  driver: new ContractRecorder('driver'),
+} satisfies Record<ContractName, ContractRecorder>;
+
+let tdb: TestDatabase;
+let clusterDriver: { app: App; store: MemoryDeviceStore; url: string };
+let server: { app: App; url: string };
+let clusterManager: { app: App; url: string };
+let agent: { app: App; url: string | undefined };
+const closing: App[] = [];
+
+const c0AgentId = 'A:ss1:c0:ss1-c0-A';
+const c1AgentId = 'A:ss1:c1:ss1-c1-A';
+
+before(async () => {
+  tdb = await createTestDatabase();
+
+  // The cluster's devices: d0 and d1 live in c0, d4 in c1; both clusters reach all of them.
+  const built = await driverApp([
+    { id: 'd0', home_cluster: 'c0', capacity_bytes: GiB },
+    { id: 'd1', home_cluster: 'c0', capacity_bytes: GiB },
+    { id: 'd4', home_cluster: 'c1', capacity_bytes: GiB },
+  ]);
+  recorders.driver.observe(built.app);
+  closing.push(built.app);
+  clusterDriver = { ...built, url: await listen(built.app) };
+
+  const serverInstance = await serverApp(tdb.db, tdb.url);
+  recorders.server.observe(serverInstance);
+  closing.push(serverInstance);
+  server = { app: serverInstance, url: await listen(serverInstance) };
+
+  const port = await freePort();
+  const managerInstance = await clusterManagerApp(tdb.db, tdb.url, {
+    CM_PORT: String(port),
+    CM_PUBLIC_URL: `http://127.0.0.1:${port}`,
+    DRIVER_URL: clusterDriver.url,
+    CM_SERVERS: `A=${server.url}`,
+  });
+  recorders['cluster-manager'].observe(managerInstance);
+  closing.push(managerInstance);
+  clusterManager = { app: managerInstance, url: await listen(managerInstance, port) };
+
+  const agentInstance = await agentApp({
+    SERVER_URL: server.url,
+    DRIVER_URL: clusterDriver.url,
+    // No cluster-manager runs for c1; the test reports c1's inventory itself.
+    CLUSTER_MANAGER_URL: `http://127.0.0.1:${await freePort()}`,
+  });
+  recorders.agent.observe(agentInstance);
+  closing.push(agentInstance);
+  agent = { app: agentInstance, url: undefined };
+});
+
+after(async () => {
+  // Agents first (the cluster-manager stops the process it launched), then what they call.
+  for (const app of [...closing].reverse()) await app.close();
+  await tdb.drop();
+});
+
+const call = (name: ContractName, app: () => App) => (operationId: string, status: number, request: InjectRequest) =>
+  recorders[name].call(app(), operationId, status, request);
+const onServer = call('server', () => server.app);
+const onAgent = call('agent', () => agent.app);
+const onManager = call('cluster-manager', () => clusterManager.app);
+
+function assertProblem(response: InjectResponse, code: string): Problem {
+  const problem = response.json<Problem>();
+  assert.equal(problem.type, `urn:duplex:problem:${code}`, response.body);
+  assert.equal(problem.status, response.statusCode);
+  assert.equal(problem.request_id, response.headers['x-request-id']);
+  return problem;
+}
+
+/** The operational routes every service has: health, the document, and a refused query. */
+async function checkOperationalRoutes(name: ContractName, app: App): Promise<void> {
+  const recorder = recorders[name];
+  const health = await recorder.call(app, 'getHealth', 200, { method: 'GET', url: '/healthz' });
+  assert.deepEqual(health.json(), { status: 'ok' });
+  const document = await recorder.call(app, 'getOpenApiDocument', 200, { method: 'GET', url: '/openapi.json' });
+  assert.deepEqual(document.json(), loadContract(name));
+  assertProblem(await recorder.call(app, 'getHealth', 400, { method: 'GET', url: '/healthz?verbose=1' }), 'validation-failed');
+  assertProblem(await recorder.call(app, 'getOpenApiDocument', 400, { method: 'GET', url: '/openapi.json?format=yaml' }), 'validation-failed');
+}
+
+describe('driver', () => {
+  // A driver of its own, so fencing tests cannot disturb the deployment's devices.
+  let driver: App;
+  let store: MemoryDeviceStore;
+  let taskCounter = 0;
+  const onDriver = (operationId: string, status: number, request: InjectRequest) => recorders.driver.call(driver, operationId, status, request);
+
+  before(async () => {
+    const built = await driverApp([
+      { id: 'd0', home_cluster: 'c0', capacity_bytes: GiB },
+      { id: 'd1', home_cluster: 'c1', capacity_bytes: GiB },
+      { id: 'd2', home_cluster: 'c0', capacity_bytes: MiB },
+    ]);
+    driver = built.app;
+    store = built.store;
+    recorders.driver.observe(driver);
+    closing.push(driver);
+  });
+
+  function execution(kind: ExecutionRequest['kind'], params: ExecutionRequest['params'], overrides: Partial<ExecutionRequest> = {}): ExecutionRequest {
+    taskCounter += 1;
+    return { task_id: `tsk_contract_${taskCounter}`, kind, device: 'd0', params, attempt: 1, fencing: { token: 1, epoch: 1 }, ...overrides };
+  }
+
+  async function execute(body: ExecutionRequest | object, status = 200): Promise<InjectResponse> {
+    return onDriver('execute', status, { method: 'POST', url: '/v1/executions', payload: body });
+  }
+
+  async function succeeded(body: ExecutionRequest): Promise<ExecutionResult> {
+    const result = (await execute(body)).json<ExecutionResult>();
+    assert.equal(result.outcome, 'succeeded', JSON.stringify(result));
+    assert.equal(result.task_id, body.task_id);
+    return result;
+  }
+
+  async function failed(body: ExecutionRequest, code: string): Promise<ExecutionResult> {
+    const result = (await execute(body)).json<ExecutionResult>();
+    assert.equal(result.outcome, 'failed', JSON.stringify(result));
+    assert.equal(result.error?.type, `urn:duplex:problem:${code}`);
+    return result;
+  }
+
+  it('answers health, readiness and its document', async () => {
+    await checkOperationalRoutes('driver', driver);
+    const ready = await onDriver('getReadiness', 200, { method: 'GET', url: '/readyz' });
+    assert.deepEqual(ready.json(), { status: 'ready', checks: { devices: 'ok' } });
+  });
+
+  it('discovers and probes devices', async () => {
+    const { items } = (await onDriver('discoverDevices', 200, { method: 'GET', url: '/v1/devices' })).json<{ items: DeviceReport[] }>();
+    assert.deepEqual(items.map((device) => [device.id, device.home_cluster, device.state]), [['d0', 'c0', 'available'], ['d1', 'c1', 'available'], ['d2', 'c0', 'available']]);
+    const probed = (await onDriver('probeDevice', 200, { method: 'GET', url: '/v1/devices/d2' })).json<DeviceReport>();
+    assert.equal(probed.capacity_bytes, MiB);
+    assertProblem(await onDriver('probeDevice', 404, { method: 'GET', url: '/v1/devices/d9' }), 'device-not-found');
+    assertProblem(await onDriver('probeDevice', 400, { method: 'GET', url: '/v1/devices/NOT_AN_ID' }), 'validation-failed');
+  });
+
+  it('executes every kind', async () => {
+    const created = await succeeded(execution('volume.create', { name: 'vol1', size_bytes: MiB }));
+    assert.deepEqual(created.result?.volume, { device: 'd0', name: 'vol1', size_bytes: MiB });
+    assert.equal(created.replayed, false);
+    const resized = await succeeded(execution('volume.resize', { name: 'vol1', size_bytes: 2 * MiB }));
+    assert.equal(resized.result?.volume?.size_bytes, 2 * MiB);
+    const copied = await succeeded(execution('volume.copy', { name: 'vol1', target_name: 'vol1-copy' }));
+    assert.deepEqual(copied.result?.volume, { device: 'd0', name: 'vol1-copy', size_bytes: 2 * MiB });
+    const across = await succeeded(execution('volume.copy', { name: 'vol1', target_device: 'd1', target_name: 'vol1-there' }));
+    assert.equal(across.result?.volume?.device, 'd1');
+    const deleted = await succeeded(execution('volume.delete', { name: 'vol1-copy' }));
+    assert.equal(deleted.result?.deleted?.name, 'vol1-copy');
+    const probe = await succeeded(execution('device.probe', {}));
+    assert.equal(probe.result?.device?.volume_count, 1);
+    const formatted = await succeeded(execution('device.format', {}));
+    assert.equal(formatted.result?.volumes_removed, 1);
+  });
+
+  it('replays an execution it already ran', async () => {
+    const body = execution('volume.create', { name: 'again', size_bytes: MiB });
+    await succeeded(body);
+    const replay = await succeeded(body);
+    assert.equal(replay.replayed, true);
+  });
+
+  it('reports device-level failures as outcomes', async () => {
+    await failed(execution('volume.create', { name: 'big', size_bytes: 2 * MiB }, { device: 'd2' }), 'insufficient-capacity');
+    await failed(execution('volume.delete', { name: 'missing' }), 'volume-not-found');
+    store.setFault('d2', 'the device does not answer');
+    try {
+      await failed(execution('volume.create', { name: 'v', size_bytes: 1 }, { device: 'd2' }), 'device-unavailable');
+      const probe = await succeeded(execution('device.probe', {}, { device: 'd2' }));
+      assert.equal(probe.result?.device?.state, 'unavailable');
+      assert.equal(probe.result?.device?.reason, 'the device does not answer');
+      const device = (await onDriver('probeDevice', 200, { method: 'GET', url: '/v1/devices/d2' })).json<DeviceReport>();
+      assert.equal(device.state, 'unavailable');
+    } finally {
+      store.setFault('d2', null);
+    }
+  });
+
+  it('refuses what it will not run', async () => {
+    const fenced = execution('volume.create', { name: 'fenced', size_bytes: 1 }, { device: 'd1', fencing: { token: 10, epoch: 3 } });
+    await succeeded(fenced);
+    assertProblem(await execute(execution('device.probe', {}, { device: 'd1', fencing: { token: 1, epoch: 2 } }), 409), 'stale-epoch');
+    assertProblem(await execute({ ...fenced, fencing: { token: 9, epoch: 3 } }, 409), 'stale-fencing-token');
+    assertProblem(await execute(execution('device.probe', {}, { device: 'd9' }), 404), 'device-not-found');
+    assertProblem(await execute(execution('volume.create', { name: '../escape', size_bytes: 1 }), 400), 'invalid-name');
+    assertProblem(await execute({ ...execution('device.probe', {}), kind: 'volume.explode' }, 400), 'validation-failed');
+    const malformed = await onDriver('execute', 400, { method: 'POST', url: '/v1/executions', headers: { 'content-type': 'application/json' }, payload: '{"task_id":' });
+    assertProblem(malformed, 'malformed-json');
+    const text = await onDriver('execute', 415, { method: 'POST', url: '/v1/executions', headers: { 'content-type': 'text/plain' }, payload: 'probe d0' });
+    assertProblem(text, 'unsupported-media-type');
+  });
+
+  it('is not ready, and cannot discover, when its devices cannot be listed', async () => {
+    const { buildApp, createBackend } = await import('@duplex/driver');
+    const broken = await buildApp({ backend: createBackend({ kind: 'file', deviceRoot: '/nonexistent/duplex-contract-test' }), logger: false });
+    recorders.driver.observe(broken);
+    closing.push(broken);
+    const ready = await recorders.driver.call(broken, 'getReadiness', 503, { method: 'GET', url: '/readyz' });
+    assertProblem(ready, 'not-ready');
+    assert.equal(ready.headers['retry-after'], '1');
+    assertProblem(await recorders.driver.call(broken, 'discoverDevices', 503, { method: 'GET', url: '/v1/devices' }), 'not-ready');
+  });
+});
+
+describe('cluster-manager', () => {
+  it('answers health and its document', async () => {
+    await checkOperationalRoutes('cluster-manager', clusterManager.app);
+  });
+
+  it('is not ready and has no inventory before it starts', async () => {
+    const ready = await onManager('getReadiness', 503, { method: 'GET', url: '/readyz' });
+    // 5xx details stay in the log, so the reason is not in the body.
+    assertProblem(ready, 'not-ready');
+    assert.equal(ready.headers['retry-after'], '1');
+    assertProblem(await onManager('getInventory', 503, { method: 'GET', url: '/v1/inventory' }), 'not-ready');
+    const agents = (await onManager('listAgentProcesses', 200, { method: 'GET', url: '/v1/agents' })).json<AgentProcessList>();
+    assert.deepEqual(agents.items, []);
+  });
+
+  it('stores the inventory at start and launches one agent per configured server', async () => {
+    await clusterManager.app.clusterManager.start();
+    const ready = await onManager('getReadiness', 200, { method: 'GET', url: '/readyz' });
+    assert.deepEqual(ready.json(), { status: 'ready', checks: { database: 'ok', inventory: 'ok' } });
+    const inventory = (await onManager('getInventory', 200, { method: 'GET', url: '/v1/inventory' })).json<Inventory>();
+    assert.equal(inventory.version, 1);
+    assert.deepEqual(inventory.devices.map((device) => [device.id, device.owner_cluster, device.state]), [['d0', 'c0', 'available'], ['d1', 'c0', 'available']]);
+    const agents = (await onManager('listAgentProcesses', 200, { method: 'GET', url: '/v1/agents' })).json<AgentProcessList>();
+    assert.deepEqual(agents.items.map((process) => [process.name, process.server_id, process.state]), [['ss1-c0-A', 'A', 'running']]);
+    assert.equal(typeof agents.items[0]?.pid, 'number');
+    assertProblem(await onManager('getInventory', 400, { method: 'GET', url: '/v1/inventory?version=1' }), 'validation-failed');
+  });
+
+  it('has its agent register with the server and report the inventory', async () => {
+    await waitFor('the c0 agent to report its inventory', async () => {
+      const response = await server.app.inject({ method: 'GET', url: '/v1/storage-systems/ss1/clusters' });
+      return response.statusCode === 200 && response.json<ClusterList>().items.some((cluster) => cluster.id === 'c0') ? true : undefined;
+    });
+    const registered = (await onServer('getAgent', 200, { method: 'GET', url: `/v1/agents/${c0AgentId}` })).json<Agent>();
+    assert.equal(registered.state, 'active');
+  });
+});
+
+describe('agent', () => {
+  const dispatch = (overrides: Partial<TaskDispatch> = {}): TaskDispatch => ({
+    task_id: 'tsk_agent_contract_1',
+    kind: 'device.probe',
+    device: 'd4',
+    params: {},
+    attempt: 1,
+    fencing_token: 1,
+    epoch: 1,
+    request_id: 'req-contract',
+    ...overrides,
+  });
+
+  it('answers health and its document', async () => {
+    await checkOperationalRoutes('agent', agent.app);
+  });
+
+  it('is not ready and takes no tasks before it is registered', async () => {
+    const status = (await onAgent('getAgentStatus', 200, { method: 'GET', url: '/v1/status' })).json<AgentStatus>();
+    assert.equal(status.registered, false);
+    assert.equal(status.agent_id, null);
+    assert.equal(status.name, 'ss1-c1-A');
+    const ready = await onAgent('getReadiness', 503, { method: 'GET', url: '/readyz' });
+    assertProblem(ready, 'not-ready');
+    assert.equal(ready.headers['retry-after'], '1');
+    const refused = await onAgent('acceptTasks', 503, { method: 'POST', url: '/v1/tasks', payload: { tasks: [dispatch()] } });
+    assertProblem(refused, 'not-ready');
+    assert.equal(refused.headers['retry-after'], '1');
+    const change = await onAgent('notifyInventoryChange', 202, { method: 'POST', url: '/v1/inventory-changes', payload: { version: 2 } });
+    assert.deepEqual(change.json(), { version: 2 });
+  });
+
+  it('refuses malformed requests', async () => {
+    assertProblem(await onAgent('acceptTasks', 400, { method: 'POST', url: '/v1/tasks', payload: { tasks: [] } }), 'validation-failed');
+    assertProblem(await onAgent('acceptTasks', 415, { method: 'POST', url: '/v1/tasks', headers: { 'content-type': 'text/plain' }, payload: 'tasks' }), 'unsupported-media-type');
+    assertProblem(await onAgent('notifyInventoryChange', 400, { method: 'POST', url: '/v1/inventory-changes', payload: { version: 0 } }), 'validation-failed');
+    assertProblem(await onAgent('getAgentStatus', 400, { method: 'GET', url: '/v1/status?full=1' }), 'validation-failed');
+  });
+
+  it('registers with its server, then is ready and takes tasks', async () => {
+    agent.url = await listen(agent.app);
+    agent.app.agent.start(agent.url);
+    const status = await waitFor('the c1 agent to register', async () => {
+      const body = (await agent.app.inject({ method: 'GET', url: '/v1/status' })).json<AgentStatus>();
+      return body.registered ? body : undefined;
+    });
+    assert.equal(status.agent_id, c1AgentId);
+    const ready = await onAgent('getReadiness', 200, { method: 'GET', url: '/readyz' });
+    assert.deepEqual(ready.json(), { status: 'ready', checks: { registration: 'ok' } });
+    const taken = await onAgent('acceptTasks', 202, { method: 'POST', url: '/v1/tasks', payload: { tasks: [dispatch()] } });
+    assert.deepEqual(taken.json(), { accepted: 1, duplicates: 0 });
+    // The attempt runs through the driver and its report reaches the server, which does not know the task.
+    await waitFor('the agent to run the dispatched attempt', async () => {
+      const body = (await agent.app.inject({ method: 'GET', url: '/v1/status' })).json<AgentStatus>();
+      return body.tasks_in_hand === 0 && body.reports_pending === 0 ? true : undefined;
+    });
+    assert.ok(recorders.driver.exchanges.some((exchange) => exchange.operationId === 'execute' && exchange.payload?.includes('tsk_agent_contract_1')));
+    assert.ok(recorders.server.exchanges.some((exchange) => exchange.operationId === 'reportTaskStates' && exchange.payload?.includes('tsk_agent_contract_1')));
+  });
+});
+
+describe('server', () => {
+  let keyCounter = 0;
+  const newKey = (): string => `contract-${process.pid}-${++keyCounter}`;
+  const fakeAgent = (overrides: Partial<AgentRegistrationRequest> = {}): AgentRegistrationRequest => ({
+    name: 'ss9-c0-A',
+    server_id: 'A',
+    storage_system_id: 'ss9',
+    cluster_id: 'c0',
+    url: 'http://127.0.0.1:9',
+    pid: 4242,
+    started_at: '2026-11-25T10:00:00Z',
+    ...overrides,
+  });
+  const c1Inventory = (overrides: Partial<InventoryReport> = {}): InventoryReport => ({
+    storage_system_id: 'ss1',
+    cluster_id: 'c1',
+    version: 1,
+    cluster_state: 'online',
+    epoch: 1,
+    recorded_at: '2026-11-25T10:00:00Z',
+    devices: [{ id: 'd4', home_cluster: 'c1', owner_cluster: 'c1', capacity_bytes: GiB, used_bytes: 0, volume_count: 0, state: 'available', reason: null, epoch: 1 }],
+    ...overrides,
+  });
+
+  async function submit(body: TaskRequest | object, status: number, key: string = newKey()): Promise<InjectResponse> {
+    return onServer('submitTask', status, { method: 'POST', url: '/v1/tasks', headers: { 'idempotency-key': key }, payload: body });
+  }
+
+  async function accepted(body: TaskRequest, key?: string): Promise<Task> {
+    const response = await submit(body, 202, key);
+    const task = response.json<Task>();
+    assert.equal(response.headers.location, `/v1/tasks/${task.id}`);
+    return task;
+  }
+
+  /** Waits until the task is final, then fetches it once more through the contract check. */
+  async function settled(id: string, state: 'succeeded' | 'failed'): Promise<Task> {
+    await waitFor(`task ${id} to finish`, async () => {
+      const task = (await server.app.inject({ method: 'GET', url: `/v1/tasks/${id}` })).json<Task>();
+      return task.state === 'succeeded' || task.state === 'failed' ? true : undefined;
+    });
+    const task = (await onServer('getTask', 200, { method: 'GET', url: `/v1/tasks/${id}` })).json<Task>();
+    assert.equal(task.state, state, JSON.stringify(task));
+    return task;
+  }
+
+  it('answers health, readiness and its document', async () => {
+    await checkOperationalRoutes('server', server.app);
+    const ready = await onServer('getReadiness', 200, { method: 'GET', url: '/readyz' });
+    assert.deepEqual(ready.json(), { status: 'ready', checks: { database: 'ok', lease: 'ok' } });
+  });
+
+  it('is not ready without its lease', async () => {
+    const serverB = await serverApp(tdb.db, tdb.url, { SERVER_ID: 'B', SERVER_LEASE_TTL_MS: '600000' });
+    recorders.server.observe(serverB);
+    closing.push(serverB);
+    await serverB.ready();
+    serverB.duplex.lease.expiresAt = 0;
+    const ready = await recorders.server.call(serverB, 'getReadiness', 503, { method: 'GET', url: '/readyz' });
+    assertProblem(ready, 'not-ready');
+    assert.equal(ready.headers['retry-after'], '1');
+  });
+
+  it('registers agents, renews their leases and lists them', async () => {
+    const first = await onServer('registerAgent', 201, { method: 'POST', url: '/v1/agents', payload: fakeAgent() });
+    const registration = first.json<AgentRegistration>();
+    assert.equal(registration.id, 'A:ss9:c0:ss9-c0-A');
+    assert.equal(registration.incarnation, 1);
+    const again = (await onServer('registerAgent', 200, { method: 'POST', url: '/v1/agents', payload: fakeAgent() })).json<AgentRegistration>();
+    assert.equal(again.incarnation, 1);
+    const restarted = (await onServer('registerAgent', 200, { method: 'POST', url: '/v1/agents', payload: fakeAgent({ pid: 4343 }) })).json<AgentRegistration>();
+    assert.equal(restarted.incarnation, 2);
+
+    const url = `/v1/agents/${registration.id}/heartbeats`;
+    const beat = await onServer('heartbeatAgent', 200, { method: 'POST', url, payload: { incarnation: 2 } });
+    assert.equal(beat.json<{ inventory_version: number | null }>().inventory_version, null);
+    assertProblem(await onServer('heartbeatAgent', 409, { method: 'POST', url, payload: { incarnation: 1 } }), 'stale-incarnation');
+    assertProblem(await onServer('heartbeatAgent', 404, { method: 'POST', url: '/v1/agents/A:ss9:c0:nobody/heartbeats', payload: { incarnation: 1 } }), 'agent-not-found');
+    assertProblem(await onServer('heartbeatAgent', 400, { method: 'POST', url, payload: { incarnation: 0 } }), 'validation-failed');
+
+    const all = (await onServer('listAgents', 200, { method: 'GET', url: '/v1/agents' })).json<AgentList>();
+    assert.deepEqual(all.items.map((item) => item.id).sort(), [c0AgentId, c1AgentId, registration.id].sort());
+    assert.equal(all.next_cursor, null);
+    const firstPage = (await onServer('listAgents', 200, { method: 'GET', url: '/v1/agents?limit=2' })).json<AgentList>();
+    assert.equal(firstPage.items.length, 2);
+    assert.ok(firstPage.next_cursor);
+    const secondPage = (await onServer('listAgents', 200, { method: 'GET', url: `/v1/agents?limit=2&cursor=${firstPage.next_cursor}` })).json<AgentList>();
+    assert.equal(secondPage.items.length, 1);
+    const inC1 = (await onServer('listAgents', 200, { method: 'GET', url: '/v1/agents?storage_system_id=ss1&cluster_id=c1&state=active' })).json<AgentList>();
+    assert.deepEqual(inC1.items.map((item) => item.id), [c1AgentId]);
+    assertProblem(await onServer('listAgents', 400, { method: 'GET', url: '/v1/agents?state=sleeping' }), 'validation-failed');
+    assertProblem(await onServer('listAgents', 400, { method: 'GET', url: '/v1/agents?cursor=not-a-cursor' }), 'validation-failed');
+
+    const one = (await onServer('getAgent', 200, { method: 'GET', url: `/v1/agents/${registration.id}` })).json<Agent>();
+    assert.equal(one.pid, 4343);
+    assertProblem(await onServer('getAgent', 404, { method: 'GET', url: '/v1/agents/A:ss9:c0:nobody' }), 'agent-not-found');
+    assertProblem(await onServer('getAgent', 400, { method: 'GET', url: '/v1/agents/-bad' }), 'validation-failed');
+  });
+
+  it('refuses registrations it cannot accept', async () => {
+    assertProblem(await onServer('registerAgent', 409, { method: 'POST', url: '/v1/agents', payload: fakeAgent({ server_id: 'B' }) }), 'wrong-server');
+    assertProblem(await onServer('registerAgent', 400, { method: 'POST', url: '/v1/agents', payload: { ...fakeAgent(), pid: 0 } }), 'validation-failed');
+    const text = await onServer('registerAgent', 415, { method: 'POST', url: '/v1/agents', headers: { 'content-type': 'text/plain' }, payload: 'agent' });
+    assertProblem(text, 'unsupported-media-type');
+  });
+
+  it('takes inventory reports from its agents', async () => {
+    const url = `/v1/agents/${c1AgentId}/inventory`;
+    const stored = await onServer('reportInventory', 200, { method: 'PUT', url, payload: c1Inventory() });
+    assert.deepEqual(stored.json(), { accepted: true, version: 1 });
+    const repeated = await onServer('reportInventory', 200, { method: 'PUT', url, payload: c1Inventory() });
+    assert.deepEqual(repeated.json(), { accepted: false, version: 1 });
+    assertProblem(await onServer('reportInventory', 409, { method: 'PUT', url, payload: c1Inventory({ cluster_id: 'c0' }) }), 'agent-mismatch');
+    assertProblem(await onServer('reportInventory', 404, { method: 'PUT', url: '/v1/agents/A:ss1:c1:nobody/inventory', payload: c1Inventory() }), 'agent-not-found');
+    assertProblem(await onServer('reportInventory', 400, { method: 'PUT', url, payload: c1Inventory({ version: 0 }) }), 'validation-failed');
+    // c1's tasks stay queued from here on, so that they can be cancelled.
+    server.app.duplex.agents.markUnreachable(c1AgentId, Number.POSITIVE_INFINITY);
+  });
+
+  it('serves storage systems, clusters and devices', async () => {
+    const systems = (await onServer('listStorageSystems', 200, { method: 'GET', url: '/v1/storage-systems' })).json<StorageSystemList>();
+    assert.deepEqual(systems.items.map((system) => [system.id, system.cluster_count, system.device_count]), [['ss1', 2, 3]]);
+    await onServer('listStorageSystems', 200, { method: 'GET', url: '/v1/storage-systems?limit=1' });
+    assertProblem(await onServer('listStorageSystems', 400, { method: 'GET', url: '/v1/storage-systems?limit=0' }), 'validation-failed');
+    const system = await onServer('getStorageSystem', 200, { method: 'GET', url: '/v1/storage-systems/ss1' });
+    assert.equal(system.json<{ devices_available: number }>().devices_available, 3);
+    assertProblem(await onServer('getStorageSystem', 404, { method: 'GET', url: '/v1/storage-systems/ss7' }), 'storage-system-not-found');
+    assertProblem(await onServer('getStorageSystem', 400, { method: 'GET', url: '/v1/storage-systems/SS1' }), 'validation-failed');
+
+    const clusters = (await onServer('listClusters', 200, { method: 'GET', url: '/v1/storage-systems/ss1/clusters' })).json<ClusterList>();
+    assert.deepEqual(clusters.items.map((cluster) => [cluster.id, cluster.device_count, cluster.reported_by]), [['c0', 2, c0AgentId], ['c1', 1, c1AgentId]]);
+    const firstCluster = (await onServer('listClusters', 200, { method: 'GET', url: '/v1/storage-systems/ss1/clusters?limit=1' })).json<ClusterList>();
+    assert.ok(firstCluster.next_cursor);
+    assertProblem(await onServer('listClusters', 404, { method: 'GET', url: '/v1/storage-systems/ss7/clusters' }), 'storage-system-not-found');
+    assertProblem(await onServer('listClusters', 400, { method: 'GET', url: '/v1/storage-systems/ss1/clusters?cursor=' }), 'validation-failed');
+
+    const devices = (await onServer('listDevices', 200, { method: 'GET', url: '/v1/storage-systems/ss1/devices' })).json<DeviceList>();
+    assert.deepEqual(devices.items.map((device) => [device.id, device.owner_cluster, device.state]), [['d0', 'c0', 'available'], ['d1', 'c0', 'available'], ['d4', 'c1', 'available']]);
+    const inC1 = (await onServer('listDevices', 200, { method: 'GET', url: '/v1/storage-systems/ss1/devices?cluster_id=c1&state=available&limit=5' })).json<DeviceList>();
+    assert.deepEqual(inC1.items.map((device) => device.id), ['d4']);
+    assertProblem(await onServer('listDevices', 404, { method: 'GET', url: '/v1/storage-systems/ss7/devices' }), 'storage-system-not-found');
+    assertProblem(await onServer('listDevices', 400, { method: 'GET', url: '/v1/storage-systems/ss1/devices?state=broken' }), 'validation-failed');
+  });
+
+  it('runs a task of every kind through its agent and the driver', async () => {
+    const create = await accepted({ kind: 'volume.create', storage_system_id: 'ss1', device: 'd0', params: { name: 'vol1', size_bytes: MiB } });
+    assert.equal(create.state, 'queued');
+    assert.equal(create.attempt, 0);
+    const created = await settled(create.id, 'succeeded');
+    assert.deepEqual(created.result?.volume, { device: 'd0', name: 'vol1', size_bytes: MiB });
+    assert.equal(created.agent_id, c0AgentId);
+    assert.equal(created.cluster_id, 'c0');
+
+    const resized = await settled((await accepted({ kind: 'volume.resize', storage_system_id: 'ss1', device: 'd0', params: { name: 'vol1', size_bytes: 2 * MiB } })).id, 'succeeded');
+    assert.equal(resized.result?.volume?.size_bytes, 2 * MiB);
+    const copied = await settled((await accepted({ kind: 'volume.copy', storage_system_id: 'ss1', device: 'd0', params: { name: 'vol1', target_name: 'vol1-copy' } })).id, 'succeeded');
+    assert.equal(copied.result?.volume?.name, 'vol1-copy');
+    const across = await settled(
+      (await accepted({ kind: 'volume.copy', storage_system_id: 'ss1', device: 'd0', params: { name: 'vol1', target_device: 'd4', target_name: 'vol1-c1' } })).id,
+      'succeeded',
+    );
+    assert.equal(across.result?.volume?.device, 'd4');
+    const deleted = await settled((await accepted({ kind: 'volume.delete', storage_system_id: 'ss1', device: 'd0', params: { name: 'vol1-copy' } })).id, 'succeeded');
+    assert.equal(deleted.result?.deleted?.name, 'vol1-copy');
+    const probed = await settled((await accepted({ kind: 'device.probe', storage_system_id: 'ss1', device: 'd0' })).id, 'succeeded');
+    assert.equal(probed.result?.device?.volume_count, 1);
+
+    await settled((await accepted({ kind: 'volume.create', storage_system_id: 'ss1', device: 'd1', params: { name: 'scratch', size_bytes: MiB } })).id, 'succeeded');
+    const formatted = await settled((await accepted({ kind: 'device.format', storage_system_id: 'ss1', device: 'd1', params: {} })).id, 'succeeded');
+    assert.equal(formatted.result?.volumes_removed, 1);
+  });
+
+  it('records a task that fails on the device with its problem', async () => {
+    clusterDriver.store.setFault('d1', 'the device does not answer');
+    const task = await settled((await accepted({ kind: 'volume.create', storage_system_id: 'ss1', device: 'd1', params: { name: 'lost', size_bytes: MiB } })).id, 'failed');
+    assert.equal(task.error?.type, 'urn:duplex:problem:device-unavailable');
+    assert.equal(task.result, null);
+    assert.ok(task.finished_at);
+
+    // The cluster-manager stores the change and broadcasts it; the agent reports it to the server.
+    const inventory = await clusterManager.app.clusterManager.refreshInventory('contract test');
+    assert.equal(inventory.version, 2);
+    await waitFor('the server to see d1 unavailable', async () => {
+      const response = await server.app.inject({ method: 'GET', url: '/v1/storage-systems/ss1/devices?state=unavailable' });
+      return response.json<DeviceList>().items.some((device) => device.id === 'd1') ? true : undefined;
+    });
+    const unavailable = (await onServer('listDevices', 200, { method: 'GET', url: '/v1/storage-systems/ss1/devices?state=unavailable' })).json<DeviceList>();
+    assert.deepEqual(unavailable.items.map((device) => [device.id, device.reason, device.inventory_version]), [['d1', 'the device does not answer', 2]]);
+    const current = (await onManager('getInventory', 200, { method: 'GET', url: '/v1/inventory' })).json<Inventory>();
+    assert.equal(current.version, 2);
+    assertProblem(await submit({ kind: 'device.probe', storage_system_id: 'ss1', device: 'd1' }, 422), 'device-unavailable');
+  });
+
+  it('keeps submissions idempotent per key', async () => {
+    const key = newKey();
+    const body: TaskRequest = { kind: 'device.probe', storage_system_id: 'ss1', device: 'd4' };
+    const original = await accepted(body, key);
+    const replay = await submit(body, 202, key);
+    assert.equal(replay.json<Task>().id, original.id);
+    assert.equal(replay.headers['idempotent-replayed'], 'true');
+    assertProblem(await submit({ ...body, device: 'd0' }, 422, key), 'idempotency-key-reused');
+  });
+
+  it('refuses tasks it cannot accept', async () => {
+    assertProblem(await submit({ kind: 'volume.create', storage_system_id: 'ss1', device: 'd0', params: { name: 'vol1', size_bytes: MiB } }, 409), 'volume-exists');
+    assertProblem(await submit({ kind: 'volume.create', storage_system_id: 'ss1', device: 'd0', params: { name: 'huge', size_bytes: 2 * GiB } }, 422), 'insufficient-capacity');
+    assertProblem(await submit({ kind: 'volume.delete', storage_system_id: 'ss1', device: 'd0', params: { name: 'missing' } }, 404), 'volume-not-found');
+    assertProblem(await submit({ kind: 'device.probe', storage_system_id: 'ss7', device: 'd0' }, 404), 'storage-system-not-found');
+    assertProblem(await submit({ kind: 'device.probe', storage_system_id: 'ss1', device: 'd9' }, 404), 'device-not-found');
+    const invalid = assertProblem(await submit({ kind: 'volume.create', storage_system_id: 'ss1', device: 'd0', params: { name: 'v' } }, 400), 'validation-failed');
+    assert.ok((invalid.errors ?? []).length > 0);
+    assertProblem(await onServer('submitTask', 400, { method: 'POST', url: '/v1/tasks', payload: { kind: 'device.probe', storage_system_id: 'ss1', device: 'd0' } }), 'validation-failed');
+    const malformed = await onServer('submitTask', 400, {
+      method: 'POST',
+      url: '/v1/tasks',
+      headers: { 'idempotency-key': newKey(), 'content-type': 'application/json' },
+      payload: '{"kind":',
+    });
+    assertProblem(malformed, 'malformed-json');
+    const text = await onServer('submitTask', 415, { method: 'POST', url: '/v1/tasks', headers: { 'idempotency-key': newKey(), 'content-type': 'text/plain' }, payload: 'probe d0' });
+    assertProblem(text, 'unsupported-media-type');
+    const large = JSON.stringify({ kind: 'device.probe', storage_system_id: 'ss1', device: 'd0', padding: 'x'.repeat(1_100_000) });
+    const tooLarge = await onServer('submitTask', 413, { method: 'POST', url: '/v1/tasks', headers: { 'idempotency-key': newKey(), 'content-type': 'application/json' }, payload: large });
+    assertProblem(tooLarge, 'payload-too-large');
+  });
+
+  it('cancels a queued task, and only a queued one', async () => {
+    const queued = await accepted({ kind: 'volume.create', storage_system_id: 'ss1', device: 'd4', params: { name: 'never', size_bytes: MiB } });
+    const cancelled = (await onServer('cancelTask', 200, { method: 'POST', url: `/v1/tasks/${queued.id}:cancel` })).json<Task>();
+    assert.equal(cancelled.state, 'cancelled');
+    assert.ok(cancelled.finished_at);
+    assertProblem(await onServer('cancelTask', 409, { method: 'POST', url: `/v1/tasks/${queued.id}:cancel` }), 'task-not-cancellable');
+    assertProblem(await onServer('cancelTask', 404, { method: 'POST', url: '/v1/tasks/tsk_nothing:cancel' }), 'task-not-found');
+    assertProblem(await onServer('cancelTask', 400, { method: 'POST', url: '/v1/tasks/not.an.id:cancel' }), 'validation-failed');
+  });
+
+  it('gets and lists tasks', async () => {
+    assertProblem(await onServer('getTask', 404, { method: 'GET', url: '/v1/tasks/tsk_nothing' }), 'task-not-found');
+    assertProblem(await onServer('getTask', 400, { method: 'GET', url: '/v1/tasks/not.an.id' }), 'validation-failed');
+    const all = (await onServer('listTasks', 200, { method: 'GET', url: '/v1/tasks' })).json<TaskList>();
+    assert.deepEqual(new Set(all.items.map((task) => task.state)), new Set(['succeeded', 'failed', 'queued', 'cancelled']));
+    const page = (await onServer('listTasks', 200, { method: 'GET', url: '/v1/tasks?limit=3' })).json<TaskList>();
+    assert.equal(page.items.length, 3);
+    assert.ok(page.next_cursor);
+    const next = (await onServer('listTasks', 200, { method: 'GET', url: `/v1/tasks?limit=3&cursor=${page.next_cursor}` })).json<TaskList>();
+    assert.deepEqual(next.items.map((task) => task.id), all.items.slice(3, 6).map((task) => task.id));
+    const creates = (await onServer('listTasks', 200, { method: 'GET', url: '/v1/tasks?kind=volume.create&state=succeeded&storage_system_id=ss1&device=d0' })).json<TaskList>();
+    assert.equal(creates.items.length, 1);
+    const failedTasks = (await onServer('listTasks', 200, { method: 'GET', url: '/v1/tasks?state=failed' })).json<TaskList>();
+    assert.deepEqual(failedTasks.items.map((task) => task.error?.type), ['urn:duplex:problem:device-unavailable']);
+    assertProblem(await onServer('listTasks', 400, { method: 'GET', url: '/v1/tasks?state=lost' }), 'validation-failed');
+    assertProblem(await onServer('listTasks', 400, { method: 'GET', url: '/v1/tasks?cursor=bm90LWEtY3Vyc29y' }), 'validation-failed');
+    assertProblem(await onServer('listTasks', 400, { method: 'GET', url: '/v1/tasks?owner=me' }), 'validation-failed');
+  });
+
+  it('judges task reports by their fencing token', async () => {
+    const done = (await onServer('listTasks', 200, { method: 'GET', url: '/v1/tasks?state=succeeded&limit=1' })).json<TaskList>().items[0];
+    assert.ok(done);
+    const url = `/v1/agents/${c0AgentId}/task-reports`;
+    const results = await onServer('reportTaskStates', 200, {
+      method: 'POST',
+      url,
+      payload: {
+        reports: [
+          { task_id: done.id, attempt: done.attempt, fencing_token: done.fencing_token ?? 1, state: 'failed' },
+          { task_id: 'tsk_unknown', attempt: 1, fencing_token: 1, state: 'running' },
+        ],
+      },
+    });
+    assert.deepEqual(results.json(), { results: [{ task_id: done.id, outcome: 'stale' }, { task_id: 'tsk_unknown', outcome: 'unknown' }] });
+    assertProblem(await onServer('reportTaskStates', 400, { method: 'POST', url, payload: { reports: [] } }), 'validation-failed');
+    assertProblem(
+      await onServer('reportTaskStates', 404, { method: 'POST', url: '/v1/agents/A:ss1:c0:nobody/task-reports', payload: { reports: [{ task_id: 'tsk_x', attempt: 1, fencing_token: 1, state: 'running' }] } }),
+      'agent-not-found',
+    );
+  });
+
+  it('answers a route that does not exist with a problem', async () => {
+    const response = await server.app.inject({ method: 'GET', url: '/v1/volumes' });
+    assert.equal(response.statusCode, 404);
+    assert.match(String(response.headers['content-type']), /^application\/problem\+json/);
+    assertProblem(response, 'route-not-found');
+  });
+});
+
+describe('every answer recorded, whoever asked', () => {
+  for (const name of Object.keys(recorders) as ContractName[]) {
+    it(`matches the ${name} contract, and every ${name} operation answered with a 2xx`, (t) => {
+      const recorder = recorders[name];
+      // The one answer that is no operation's: the 404 for a route that does not exist.
+      const checked = recorder.verifyAll((exchange) => exchange.operationId === undefined && exchange.status === 404 && exchange.url === '/v1/volumes');
+      const coverage = recorder.coverage();
+      t.diagnostic(`${checked} answers checked; statuses by operation: ${JSON.stringify(coverage.statuses)}`);
+      assert.deepEqual(coverage.withoutSuccess, []);
+    });
+  }
+
+  it('includes answers the services gave each other over sockets', () => {
+    const overSocket = (name: ContractName, operationId: string): number =>
+      recorders[name].exchanges.filter((exchange) => exchange.overSocket && exchange.operationId === operationId).length;
+    assert.ok(overSocket('server', 'registerAgent') >= 2, 'registrations of both agents');
+    assert.ok(overSocket('server', 'reportInventory') >= 2, 'inventory reports of the c0 agent');
+    assert.ok(overSocket('server', 'reportTaskStates') >= 1, 'task reports');
+    assert.ok(overSocket('server', 'heartbeatAgent') >= 1, 'heartbeats');
+    assert.ok(overSocket('cluster-manager', 'getInventory') >= 2, 'inventory reads by the c0 agent');
+    assert.ok(overSocket('driver', 'execute') >= 10, 'executions by the agents');
+  });
+});
