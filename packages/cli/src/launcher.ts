@@ -104,15 +104,20 @@ export async function runTopology(topology: Topology, options: { databaseUrl?: s
     await postgres?.stop();
   };
 
+  const launch = async (spec: ProcessSpec) => {
+    const log = openSync(join(topology.logs_dir, `${spec.name}.log`), 'a');
+    const child = spawnTypeScript(spec.entry, { env: { ...process.env, ...spec.env }, stdio: ['ignore', log, log] });
+    children.push({ spec, child });
+    child.once('exit', (code, signal) => {
+      if (!stopping) say(`${spec.name} exited (${signal ?? `code ${code}`}); see ${join(topology.logs_dir, `${spec.name}.log`)}`);
+    });
+    await waitUntilReady(spec, child);
+  };
   try {
-    for (const spec of processSpecs(topology, databaseUrl)) {
-      const log = openSync(join(topology.logs_dir, `${spec.name}.log`), 'a');
-      const child = spawnTypeScript(spec.entry, { env: { ...process.env, ...spec.env }, stdio: ['ignore', log, log] });
-      children.push({ spec, child });
-      child.once('exit', (code, signal) => {
-        if (!stopping) say(`${spec.name} exited (${signal ?? `code ${code}`}); see ${join(topology.logs_dir, `${spec.name}.log`)}`);
-      });
-      await waitUntilReady(spec, child);
+    // Each role starts in parallel, once the roles it depends on are ready.
+    const specs = processSpecs(topology, databaseUrl);
+    for (const role of ['driver', 'server', 'cluster-manager'] as const) {
+      await Promise.all(specs.filter((spec) => spec.role === role).map(launch));
     }
   } catch (error) {
     await stop();
