@@ -1,40 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { KeyedSerialQueue } from '../src/lib/device-queues.ts';
 import { ReportBuffer } from '../src/lib/report-buffer.ts';
-
-describe('KeyedSerialQueue', () => {
-  it('runs jobs of one key in order, one at a time, and keys in parallel', async () => {
-    const queue = new KeyedSerialQueue();
-    const events: string[] = [];
-    const job = (name: string, ms: number) => async () => {
-      events.push(`start ${name}`);
-      await new Promise((resolve) => setTimeout(resolve, ms));
-      events.push(`end ${name}`);
-    };
-    queue.push('d0', job('a1', 30));
-    queue.push('d0', job('a2', 1));
-    queue.push('d1', job('b1', 5));
-    assert.equal(queue.size, 3);
-    await queue.drained();
-    assert.equal(queue.size, 0);
-    assert.ok(events.indexOf('end a1') < events.indexOf('start a2'), 'a2 waits for a1');
-    assert.ok(events.indexOf('end b1') < events.indexOf('end a1'), 'd1 does not wait for d0');
-  });
-
-  it('keeps going after a job fails', async () => {
-    const queue = new KeyedSerialQueue();
-    let ran = false;
-    queue.push('d0', async () => {
-      throw new Error('boom');
-    });
-    queue.push('d0', async () => {
-      ran = true;
-    });
-    await queue.drained();
-    assert.equal(ran, true);
-  });
-});
 
 describe('ReportBuffer', () => {
   const running = { task_id: 't1', attempt: 1, fencing_token: 5, state: 'running' as const };

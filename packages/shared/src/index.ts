@@ -9,3 +9,4 @@ export * from './lifecycle.ts';
 export * from './pagination.ts';
 export * from './backoff.ts';
 export * from './spawn.ts';
+export * from './keyed-lock.ts';

@@ -1,8 +1,7 @@
 import type { AgentApi, DriverApi } from '@duplex/contracts';
-import { backoffDelayMs, JsonClient, problemCodeOf, sleep } from '@duplex/shared';
+import { backoffDelayMs, JsonClient, KeyedLock, problemCodeOf, sleep } from '@duplex/shared';
 import type { FastifyBaseLogger } from 'fastify';
 import type { AgentConfig } from '../config.ts';
-import { KeyedSerialQueue } from '../lib/device-queues.ts';
 import type { ServerLink } from './server-link.ts';
 
 type TaskDispatch = AgentApi.components['schemas']['TaskDispatch'];
@@ -14,7 +13,8 @@ type Problem = DriverApi.components['schemas']['Problem'];
  * and hands each outcome to the server link. An attempt already in hand is not taken twice.
  */
 export class TaskRunner {
-  private readonly queue = new KeyedSerialQueue();
+  /** Keeps a server's tasks for one device in the order it dispatched them. */
+  private readonly devices = new KeyedLock();
   private readonly inHand = new Set<string>();
   private readonly driver: JsonClient;
   private readonly abort = new AbortController();
@@ -38,13 +38,10 @@ export class TaskRunner {
       if (this.inHand.has(key)) continue;
       this.inHand.add(key);
       accepted += 1;
-      this.queue.push(dispatch.device, async () => {
-        try {
-          await this.run(dispatch);
-        } finally {
-          this.inHand.delete(key);
-        }
-      });
+      void this.devices
+        .run([dispatch.device], () => this.run(dispatch))
+        .catch((error: unknown) => this.log.error({ err: error, task_id: dispatch.task_id }, 'running a task failed'))
+        .finally(() => this.inHand.delete(key));
     }
     return { accepted, duplicates: dispatches.length - accepted };
   }

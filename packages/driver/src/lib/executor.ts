@@ -1,5 +1,4 @@
-import { ProblemError, problemDocument, type ProblemDocument } from '@duplex/shared';
-import { DeviceQueue } from './device-queue.ts';
+import { KeyedLock, ProblemError, problemDocument, type ProblemDocument } from '@duplex/shared';
 import type { DeviceStore, VolumeEntry } from './device-store.ts';
 import { resultOf, type ExecutionRecord } from './execution-record.ts';
 import { checkEpoch, checkTask } from './fencing.ts';
@@ -33,7 +32,7 @@ const unavailableType = problemDocument('device-unavailable', '').type;
  * fencing, exactly-once replay, capacity, and one execution at a time per device.
  */
 export class Executor implements DriverBackend {
-  private readonly queue = new DeviceQueue();
+  private readonly queue = new KeyedLock();
 
   constructor(
     readonly store: DeviceStore,

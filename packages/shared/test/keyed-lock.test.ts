@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { DeviceQueue } from '../../src/lib/device-queue.ts';
+import { KeyedLock } from '../src/keyed-lock.ts';
 
 function gate(): { promise: Promise<void>; open: () => void } {
   let open!: () => void;
@@ -13,7 +13,7 @@ function gate(): { promise: Promise<void>; open: () => void } {
 const tick = () => new Promise((resolve) => setImmediate(resolve));
 
 test('work on one device runs one at a time, in arrival order', async () => {
-  const queue = new DeviceQueue();
+  const queue = new KeyedLock();
   const events: string[] = [];
   const first = gate();
   const a = queue.run(['d0'], async () => {
@@ -34,7 +34,7 @@ test('work on one device runs one at a time, in arrival order', async () => {
 });
 
 test('work on other devices is not held up', async () => {
-  const queue = new DeviceQueue();
+  const queue = new KeyedLock();
   const held = gate();
   const events: string[] = [];
   const a = queue.run(['d0'], async () => {
@@ -51,7 +51,7 @@ test('work on other devices is not held up', async () => {
 });
 
 test('work on two devices waits for both and cannot deadlock with the reverse order', async () => {
-  const queue = new DeviceQueue();
+  const queue = new KeyedLock();
   const held = gate();
   const events: string[] = [];
   const onD1 = queue.run(['d1'], async () => {
@@ -72,7 +72,7 @@ test('work on two devices waits for both and cannot deadlock with the reverse or
 });
 
 test('a failing piece of work releases its device', async () => {
-  const queue = new DeviceQueue();
+  const queue = new KeyedLock();
   await assert.rejects(queue.run(['d0'], async () => Promise.reject(new Error('boom'))), /boom/);
   assert.equal(await queue.run(['d0'], async () => 'next'), 'next');
 });

@@ -1,9 +1,9 @@
 /**
- * Per-device mutual exclusion. Work on one device runs one piece at a time, in arrival
+ * Mutual exclusion per key (a device). Work on one device runs one piece at a time, in arrival
  * order; work on other devices is not held up. Work that needs several devices (a copy)
  * takes them in sorted order, so two such pieces can never wait on each other.
  */
-export class DeviceQueue {
+export class KeyedLock {
   private readonly tails = new Map<string, Promise<void>>();
 
   async run<T>(deviceIds: readonly string[], work: () => Promise<T>): Promise<T> {
