@@ -333,7 +333,7 @@ describe('agent', () => {
     });
     assert.equal(status.agent_id, c1AgentId);
     const ready = await onAgent('getReadiness', 200, { method: 'GET', url: '/readyz' });
-    assert.deepEqual(ready.json(), { status: 'ready', checks: { registration: 'ok' } });
+    assert.deepEqual(ready.json(), { status: 'ready', checks: { registration: 'ok', driver: 'ok' } });
     const taken = await onAgent('acceptTasks', 202, { method: 'POST', url: '/v1/tasks', payload: { tasks: [dispatch()] } });
     assert.deepEqual(taken.json(), { accepted: 1, duplicates: 0 });
     // The attempt runs through the driver and its report reaches the server, which does not know the task.

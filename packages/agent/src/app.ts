@@ -44,7 +44,10 @@ export async function buildApp(options: BuildAgentOptions): Promise<FastifyInsta
   });
 
   const handlers: OperationHandlers<AgentApi.operations> = {
-    ...operationalHandlers('agent', async () => ({ registration: runtime.link?.registered ? 'ok' : 'not registered' })),
+    ...operationalHandlers('agent', async () => ({
+      registration: runtime.link?.registered ? 'ok' : 'not registered',
+      driver: runtime.runner ? await runtime.runner.driverCheck() : 'not started',
+    })),
     async getAgentStatus() {
       const { link, runner } = runtime;
       return {

@@ -27,6 +27,16 @@ export class TaskRunner {
     this.driver = new JsonClient(config.DRIVER_URL, { name: 'driver', timeoutMs: 30_000, connections: 32 });
   }
 
+  /** 'ok' when the driver answers its readiness check. */
+  async driverCheck(): Promise<string> {
+    try {
+      const response = await this.driver.call('GET', '/readyz', { timeoutMs: 1_000 });
+      return response.status === 200 ? 'ok' : `not ready (${response.status})`;
+    } catch {
+      return 'unreachable';
+    }
+  }
+
   get size(): number {
     return this.inHand.size;
   }
