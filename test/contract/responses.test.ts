@@ -24,6 +24,7 @@ type Problem = ServerApi.components['schemas']['Problem'];
 type DeviceList = ServerApi.components['schemas']['DeviceList'];
 type ClusterList = ServerApi.components['schemas']['ClusterList'];
 type StorageSystemList = ServerApi.components['schemas']['StorageSystemList'];
+type FailbackResult = ServerApi.components['schemas']['FailbackResult'];
 type AgentStatus = AgentApi.components['schemas']['AgentStatus'];
 type TaskDispatch = AgentApi.components['schemas']['TaskDispatch'];
 type Inventory = ClusterManagerApi.components['schemas']['Inventory'];
@@ -283,6 +284,27 @@ describe('cluster-manager', () => {
     const registered = (await onServer('getAgent', 200, { method: 'GET', url: `/v1/agents/${c0AgentId}` })).json<Agent>();
     assert.equal(registered.state, 'active');
   });
+  it('rescans on request and fails back only a recovering cluster', async () => {
+    const refreshed = (await onManager('refreshInventory', 200, { method: 'POST', url: '/v1/inventory:refresh' })).json<Inventory>();
+    assert.equal(refreshed.version, 1);
+    assertProblem(await onManager('failBack', 409, { method: 'POST', url: '/v1/failback' }), 'cluster-not-recovering');
+    assertProblem(await onServer('failBackCluster', 409, { method: 'POST', url: '/v1/storage-systems/ss1/clusters/c0:failback' }), 'cluster-not-recovering');
+    assertProblem(await onServer('failBackCluster', 404, { method: 'POST', url: '/v1/storage-systems/ss1/clusters/c9:failback' }), 'cluster-not-found');
+    const markFailed = async () => {
+      // As the peer does when it takes the cluster over; the cluster-manager then sees it is back.
+      await tdb.db('clusters').where({ storage_system_id: 'ss1', id: 'c0' }).update({ state: 'failed' });
+      await waitFor('the cluster to be recovering', async () => (clusterManager.app.clusterManager.state === 'recovering' ? true : undefined));
+    };
+    await markFailed();
+    const result = (await onServer('failBackCluster', 200, { method: 'POST', url: '/v1/storage-systems/ss1/clusters/c0:failback' })).json<FailbackResult>();
+    assert.equal(result.state, 'online');
+    assert.equal(result.epoch, 2);
+    assert.deepEqual(result.devices, ['d0', 'd1']);
+    await markFailed();
+    const inventory = (await onManager('failBack', 200, { method: 'POST', url: '/v1/failback' })).json<Inventory>();
+    assert.equal(inventory.cluster_state, 'online');
+    assert.equal(inventory.epoch, 3);
+  });
 });
 
 describe('agent', () => {
@@ -333,7 +355,7 @@ describe('agent', () => {
     });
     assert.equal(status.agent_id, c1AgentId);
     const ready = await onAgent('getReadiness', 200, { method: 'GET', url: '/readyz' });
-    assert.deepEqual(ready.json(), { status: 'ready', checks: { registration: 'ok', driver: 'ok' } });
+    assert.deepEqual(ready.json(), { status: 'ready', checks: { registration: 'ok', lease: 'ok', driver: 'ok' } });
     const taken = await onAgent('acceptTasks', 202, { method: 'POST', url: '/v1/tasks', payload: { tasks: [dispatch()] } });
     assert.deepEqual(taken.json(), { accepted: 1, duplicates: 0 });
     // The attempt runs through the driver and its report reaches the server, which does not know the task.
@@ -526,16 +548,17 @@ describe('server', () => {
     assert.ok(task.finished_at);
 
     // The cluster-manager stores the change and broadcasts it; the agent reports it to the server.
+    const previous = clusterManager.app.clusterManager.inventory?.version ?? 0;
     const inventory = await clusterManager.app.clusterManager.refreshInventory('contract test');
-    assert.equal(inventory.version, 2);
+    assert.equal(inventory.version, previous + 1);
     await waitFor('the server to see d1 unavailable', async () => {
       const response = await server.app.inject({ method: 'GET', url: '/v1/storage-systems/ss1/devices?state=unavailable' });
       return response.json<DeviceList>().items.some((device) => device.id === 'd1') ? true : undefined;
     });
     const unavailable = (await onServer('listDevices', 200, { method: 'GET', url: '/v1/storage-systems/ss1/devices?state=unavailable' })).json<DeviceList>();
-    assert.deepEqual(unavailable.items.map((device) => [device.id, device.reason, device.inventory_version]), [['d1', 'the device does not answer', 2]]);
+    assert.deepEqual(unavailable.items.map((device) => [device.id, device.reason, device.inventory_version]), [['d1', 'the device does not answer', previous + 1]]);
     const current = (await onManager('getInventory', 200, { method: 'GET', url: '/v1/inventory' })).json<Inventory>();
-    assert.equal(current.version, 2);
+    assert.equal(current.version, previous + 1);
     assertProblem(await submit({ kind: 'device.probe', storage_system_id: 'ss1', device: 'd1' }, 422), 'device-unavailable');
   });
 

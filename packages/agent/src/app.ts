@@ -14,6 +14,8 @@ export interface BuildAgentOptions {
 export interface AgentRuntime {
   link: ServerLink | undefined;
   runner: TaskRunner | undefined;
+  /** Set by the cluster-manager while the cluster does not hold its lease. */
+  fenced: boolean;
   start(url: string): void;
 }
 
@@ -30,6 +32,7 @@ export async function buildApp(options: BuildAgentOptions): Promise<FastifyInsta
   const runtime: AgentRuntime = {
     link: undefined,
     runner: undefined,
+    fenced: false,
     start(url) {
       const link = new ServerLink(config, app.log, { url, pid: process.pid, startedAt });
       runtime.link = link;
@@ -46,6 +49,7 @@ export async function buildApp(options: BuildAgentOptions): Promise<FastifyInsta
   const handlers: OperationHandlers<AgentApi.operations> = {
     ...operationalHandlers('agent', async () => ({
       registration: runtime.link?.registered ? 'ok' : 'not registered',
+      lease: runtime.fenced ? 'the cluster does not hold its lease' : 'ok',
       driver: runtime.runner ? await runtime.runner.driverCheck() : 'not started',
     })),
     async getAgentStatus() {
@@ -65,6 +69,7 @@ export async function buildApp(options: BuildAgentOptions): Promise<FastifyInsta
     },
     async acceptTasks(request, reply) {
       const { link, runner } = runtime;
+      if (runtime.fenced) throw new ProblemError('fenced', 'the cluster does not hold its lease; it takes no tasks until it does');
       if (!link?.registered || !runner) throw new ProblemError('not-ready', 'the agent is not registered with its server yet');
       return reply.code(202).send(runner.accept(request.body.tasks));
     },

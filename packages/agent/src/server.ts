@@ -5,6 +5,13 @@ import { loadAgentConfig } from './config.ts';
 await runService('duplex agent', async () => {
   const config = loadAgentConfig();
   const app = await buildApp({ config });
+  process.on('message', (message: unknown) => {
+    const { type, fenced } = (message ?? {}) as { type?: unknown; fenced?: unknown };
+    if (type === 'fence' && typeof fenced === 'boolean') {
+      app.agent.fenced = fenced;
+      app.log.warn({ fenced }, fenced ? 'fenced by the cluster-manager: refusing tasks' : 'no longer fenced');
+    }
+  });
   return {
     app,
     host: config.AGENT_HOST,

@@ -47,6 +47,12 @@ export async function buildApp(options: BuildClusterManagerOptions): Promise<Fas
       if (!inventory) throw new ProblemError('not-ready', 'the inventory has not been stored yet');
       return inventory;
     },
+    async refreshInventory() {
+      return manager.refreshInventory('refresh requested');
+    },
+    async failBack() {
+      return manager.failBack();
+    },
     async listAgentProcesses() {
       const stored = await agentIdentities(db, config.STORAGE_SYSTEM_ID, config.CLUSTER_ID);
       const configured = new Set(config.servers.map((server) => server.id));

@@ -18,6 +18,30 @@ export const clusterManagerConfigSchema = defineConfig({
   AGENT_PUBLIC_HOST: { type: 'string', description: 'The host name servers reach the agents at (default: AGENT_HOST).' },
   AGENT_RESTART_BASE_MS: { type: 'integer', minimum: 10, maximum: 60_000, default: 100, description: 'The first delay before restarting an agent that exited; it doubles on each quick exit.' },
   AGENT_RESTART_MAX_MS: { type: 'integer', minimum: 10, maximum: 600_000, default: 5000, description: 'The longest delay before restarting an agent.' },
+  CLUSTER_LEASE_TTL_MS: {
+    type: 'integer',
+    minimum: 100,
+    maximum: 600_000,
+    default: 1000,
+    description: "How long this cluster's lease lives without renewal (renewed every third of it). The peer takes the devices over only after it runs out and a health check fails too. Shorter fails over sooner; too short turns a slow database into a false failover.",
+  },
+  PEER_CHECK_INTERVAL_MS: { type: 'integer', minimum: 10, maximum: 60_000, default: 200, description: "How often the peer cluster's lease is looked at." },
+  PEER_HEALTH_TIMEOUT_MS: { type: 'integer', minimum: 10, maximum: 60_000, default: 300, description: "How long the peer cluster-manager's /healthz may take before it counts as failed." },
+  AGENT_HEALTH_INTERVAL_MS: { type: 'integer', minimum: 10, maximum: 60_000, default: 500, description: "How often each agent's /healthz is checked." },
+  AGENT_HEALTH_FAILURES: {
+    type: 'integer',
+    minimum: 1,
+    maximum: 100,
+    default: 3,
+    description: 'How many checks in a row an agent may fail (time out) before it counts as hung and is killed and restarted.',
+  },
+  FAILBACK_AUTO_AFTER_MS: {
+    type: 'integer',
+    minimum: 0,
+    maximum: 86_400_000,
+    default: 0,
+    description: 'When above 0, a recovering cluster takes its home devices back by itself after being up this long; 0 leaves failback to the API.',
+  },
   DRIVER_WAIT_MS: { type: 'integer', minimum: 100, maximum: 600_000, default: 30_000, description: 'How long to wait for the driver at start before giving up.' },
 });
 

@@ -14,6 +14,7 @@ import { expireIdempotencyKeys } from './repositories/tasks.ts';
 import { agentHandlers } from './routes/agents.ts';
 import { storageSystemHandlers } from './routes/storage-systems.ts';
 import { taskHandlers } from './routes/tasks.ts';
+import { FailoverWatcher } from './services/failover-watcher.ts';
 
 export interface BuildServerOptions {
   config: ServerConfig;
@@ -36,11 +37,13 @@ export async function buildApp(options: BuildServerOptions): Promise<FastifyInst
   app.decorate('duplex', context);
 
   const leaseKeeper = startLeaseKeeper(context, app);
+  const failoverWatcher = new FailoverWatcher(context, app.log);
   const keyExpiry = setInterval(() => void expireKeys(context, app), keyExpiryIntervalMs);
   keyExpiry.unref();
   app.addHook('onClose', async () => {
     clearInterval(leaseKeeper);
     clearInterval(keyExpiry);
+    failoverWatcher.close();
     await context.dispatcher.close();
     if (!options.db) await db.destroy();
   });

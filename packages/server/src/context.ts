@@ -30,7 +30,9 @@ export async function createServerContext(config: ServerConfig, db: Database, lo
     agents.upsert({ id: row.id, storage_system_id: row.storage_system_id, cluster_id: row.cluster_id, url: row.url, incarnation: row.incarnation, leaseExpiresAt: row.lease_expires_at.getTime() });
   }
   for (const view of await loadServerInventories(db, config.SERVER_ID)) inventory.apply(view);
+  const lease = { expiresAt: 0 };
   const dispatcher = new Dispatcher({
+    lease,
     db,
     serverId: config.SERVER_ID,
     agents,
@@ -46,7 +48,7 @@ export async function createServerContext(config: ServerConfig, db: Database, lo
     inventory,
     tasks: new TaskService(db, config.SERVER_ID, inventory, config.IDEMPOTENCY_KEY_TTL_HOURS),
     dispatcher,
-    lease: { expiresAt: 0 },
+    lease,
     instance: { id: randomUUID(), startedAt: new Date() },
   };
 }

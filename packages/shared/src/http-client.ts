@@ -69,3 +69,15 @@ export class JsonClient {
     await this.pool.close();
   }
 }
+
+/** Whether a service answers GET /healthz with 200 within the timeout. */
+export async function isHealthy(baseUrl: string, timeoutMs: number): Promise<boolean> {
+  const client = new JsonClient(baseUrl, { name: 'health check', timeoutMs, connections: 1 });
+  try {
+    return (await client.call('GET', '/healthz')).status === 200;
+  } catch {
+    return false;
+  } finally {
+    await client.close();
+  }
+}

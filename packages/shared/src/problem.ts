@@ -41,6 +41,9 @@ export const problemKinds = {
   'upstream-unavailable': { status: 503, title: 'A service this one depends on is unavailable' },
   'database-unavailable': { status: 503, title: 'The database is unavailable' },
   'not-ready': { status: 503, title: 'The service is not ready' },
+  fenced: { status: 503, title: 'The cluster does not hold its lease; it takes no work until it does' },
+  'cluster-not-recovering': { status: 409, title: 'Only a recovering cluster can fail back' },
+  'cluster-not-found': { status: 404, title: 'No such cluster' },
 } as const satisfies Record<string, { status: number; title: string }>;
 
 export type ProblemCode = keyof typeof problemKinds;

@@ -29,11 +29,20 @@ export function servedRoutes(app: App): ServedRoute[] {
     const url = segments.join('');
     if (url === '/docs' || url.startsWith('/docs/')) continue;
     for (const method of methods.split(', ')) {
-      if (!app.hasRoute({ method: method as 'GET', url })) throw new Error(`route tree names ${method} ${url}, which hasRoute does not know`);
-      routes.push({ method, url });
+      // The tree prints a literal colon in a static segment as one colon; the router takes it doubled.
+      const registered = [url, escapeStaticColons(url)].find((candidate) => app.hasRoute({ method: method as 'GET', url: candidate }));
+      if (!registered) throw new Error(`route tree names ${method} ${url}, which hasRoute does not know`);
+      routes.push({ method, url: registered });
     }
   }
   // Fastify adds a HEAD route for each GET; it is not an operation of its own.
   const gets = new Set(routes.filter((route) => route.method === 'GET').map((route) => route.url));
   return routes.filter((route) => !(route.method === 'HEAD' && gets.has(route.url)));
+}
+
+function escapeStaticColons(url: string): string {
+  return url
+    .split('/')
+    .map((segment) => (segment.startsWith(':') ? segment : segment.replaceAll(':', '::')))
+    .join('/');
 }

@@ -1,6 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
 import { agentEntry } from '@duplex/agent';
-import { backoffDelayMs, spawnTypeScript, type Database } from '@duplex/shared';
+import { backoffDelayMs, isHealthy, spawnTypeScript, type Database } from '@duplex/shared';
 import type { FastifyBaseLogger } from 'fastify';
 import type { ClusterManagerConfig, ConfiguredServer } from '../config.ts';
 import { saveAgentIdentity, type AgentIdentity } from '../repositories/cluster-store.ts';
@@ -12,6 +12,7 @@ interface SupervisedAgent {
   url: string | undefined;
   quickExits: number;
   restartTimer: NodeJS.Timeout | undefined;
+  failedChecks: number;
 }
 
 /** An agent that ran this long before exiting is restarted without backoff. */
@@ -24,6 +25,8 @@ const stableRunMs = 10_000;
 export class AgentSupervisor {
   private readonly agents = new Map<string, SupervisedAgent>();
   private stopping = false;
+  private fenced = false;
+  private healthTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly config: ClusterManagerConfig,
@@ -43,10 +46,33 @@ export class AgentSupervisor {
         restarts: 0,
         started_at: new Date(),
       };
-      const agent: SupervisedAgent = { server, identity, child: undefined, url: undefined, quickExits: 0, restartTimer: undefined };
+      const agent: SupervisedAgent = { server, identity, child: undefined, url: undefined, quickExits: 0, restartTimer: undefined, failedChecks: 0 };
       this.agents.set(server.id, agent);
       this.launch(agent);
     }
+    this.healthTimer = setInterval(() => void this.checkHealth(), this.config.AGENT_HEALTH_INTERVAL_MS);
+  }
+
+  /** A hung agent answers no health check; after enough misses it is killed, and restarted on exit. */
+  private async checkHealth(): Promise<void> {
+    await Promise.all(
+      [...this.agents.values()].map(async (agent) => {
+        if (!agent.url || !agent.child) return;
+        const healthy = await isHealthy(agent.url, this.config.AGENT_HEALTH_INTERVAL_MS);
+        agent.failedChecks = healthy ? 0 : agent.failedChecks + 1;
+        if (agent.failedChecks >= this.config.AGENT_HEALTH_FAILURES && agent.child) {
+          this.log.warn({ agent: agent.identity.name, failed_checks: agent.failedChecks }, 'agent does not answer its health check; killing it');
+          agent.failedChecks = 0;
+          agent.child.kill('SIGKILL');
+        }
+      }),
+    );
+  }
+
+  /** Tells every agent whether the cluster holds its lease; a fenced agent refuses tasks. */
+  setFenced(fenced: boolean): void {
+    this.fenced = fenced;
+    for (const agent of this.agents.values()) agent.child?.send({ type: 'fence', fenced });
   }
 
   private launch(agent: SupervisedAgent): void {
@@ -71,6 +97,10 @@ export class AgentSupervisor {
     });
     agent.child = child;
     agent.url = undefined;
+    agent.failedChecks = 0;
+    child.once('spawn', () => {
+      if (this.fenced) child.send({ type: 'fence', fenced: true });
+    });
     agent.identity = { ...agent.identity, pid: child.pid ?? null, state: 'running', started_at: startedAt };
     this.persist(agent);
     child.on('message', (message: unknown) => {
@@ -103,6 +133,7 @@ export class AgentSupervisor {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    clearInterval(this.healthTimer);
     const exits = [...this.agents.values()].map(async (agent) => {
       clearTimeout(agent.restartTimer);
       const child = agent.child;

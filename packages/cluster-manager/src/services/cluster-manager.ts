@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { DriverApi } from '@duplex/contracts';
-import { backoffDelayMs, JsonClient, sleep, type Database } from '@duplex/shared';
+import { backoffDelayMs, isHealthy, JsonClient, ProblemError, sleep, type Database } from '@duplex/shared';
 import type { FastifyBaseLogger } from 'fastify';
 import type { ClusterManagerConfig } from '../config.ts';
 import type { Inventory } from '../lib/inventory.ts';
 import { ensureCluster, storeInventory } from '../repositories/cluster-store.ts';
+import { failBack, peersOf, renewClusterLease, takeOverPeer, type ClusterLeaseRow } from '../repositories/ownership.ts';
 import { AgentSupervisor } from './agent-supervisor.ts';
 
 type DeviceReportList = DriverApi.components['schemas']['DeviceReportList'];
@@ -12,14 +13,22 @@ type DeviceReportList = DriverApi.components['schemas']['DeviceReportList'];
 /**
  * The cluster's life: at launch it has the driver discover the devices, stores the result
  * as the cluster's configuration and state, launches the agents, and tells them whenever a
- * new inventory version is stored.
+ * new inventory version is stored. It holds the cluster's lease in Postgres (and fences its
+ * agents when it cannot), watches the peer cluster and takes its devices over when the
+ * peer's lease runs out and its health check fails, and hands them back on failback.
  */
 export class ClusterManager {
   readonly supervisor: AgentSupervisor;
   inventory: Inventory | undefined;
+  state: ClusterLeaseRow['state'] | undefined;
   private readonly driver: JsonClient;
   private readonly instanceId = randomUUID();
   private readonly abort = new AbortController();
+  private leaseExpiresAt = 0;
+  private fenced = false;
+  private recoveringSince: number | undefined;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private watching = false;
 
   constructor(
     private readonly config: ClusterManagerConfig,
@@ -33,8 +42,99 @@ export class ClusterManager {
   async start(): Promise<void> {
     const { STORAGE_SYSTEM_ID: storageSystemId, CLUSTER_ID: clusterId } = this.config;
     await ensureCluster(this.db, { storageSystemId, clusterId, managerUrl: this.config.CM_PUBLIC_URL, instanceId: this.instanceId });
+    await this.renewLease();
     await this.refreshInventory('launch');
     this.supervisor.start();
+    this.timers.push(
+      setInterval(() => void this.renewLease(), Math.max(10, Math.floor(this.config.CLUSTER_LEASE_TTL_MS / 3))),
+      setInterval(() => void this.watchPeers(), this.config.PEER_CHECK_INTERVAL_MS),
+    );
+  }
+
+  get holdsLease(): boolean {
+    return this.leaseExpiresAt > Date.now();
+  }
+
+  /** Renews the lease; a cluster-manager that cannot renew in time fences its agents until it can. */
+  private async renewLease(): Promise<void> {
+    const attemptedAt = Date.now();
+    try {
+      const row = await renewClusterLease(
+        this.db,
+        { storageSystemId: this.config.STORAGE_SYSTEM_ID, clusterId: this.config.CLUSTER_ID, instanceId: this.instanceId, managerUrl: this.config.CM_PUBLIC_URL },
+        this.config.CLUSTER_LEASE_TTL_MS,
+      );
+      this.leaseExpiresAt = attemptedAt + this.config.CLUSTER_LEASE_TTL_MS;
+      this.setFenced(false);
+      const previous = this.state;
+      this.state = row.state;
+      if (row.state === 'recovering') this.recoveringSince ??= Date.now();
+      else this.recoveringSince = undefined;
+      if (previous !== undefined && previous !== row.state && this.inventory) await this.refreshInventory(`state ${row.state}`);
+      await this.maybeFailBack();
+    } catch (error) {
+      if (!this.holdsLease) this.setFenced(true);
+      this.log.warn({ err: (error as Error).message, fenced: this.fenced }, 'could not renew the cluster lease');
+    }
+  }
+
+  private setFenced(fenced: boolean): void {
+    if (this.fenced === fenced) return;
+    this.fenced = fenced;
+    this.log.warn({ fenced }, fenced ? 'the cluster lease ran out: agents refuse tasks' : 'the cluster lease is held again');
+    this.supervisor.setFenced(fenced);
+  }
+
+  private async maybeFailBack(): Promise<void> {
+    const after = this.config.FAILBACK_AUTO_AFTER_MS;
+    if (after > 0 && this.recoveringSince !== undefined && Date.now() - this.recoveringSince >= after) {
+      this.log.info({ stable_ms: Date.now() - this.recoveringSince }, 'recovered for long enough: failing back');
+      await this.failBack();
+    }
+  }
+
+  /** A peer whose lease ran out and whose health check fails loses its devices to this cluster. */
+  private async watchPeers(): Promise<void> {
+    if (this.watching || !this.holdsLease || this.state !== 'online') return;
+    this.watching = true;
+    try {
+      const now = Date.now();
+      for (const peer of await peersOf(this.db, this.config.STORAGE_SYSTEM_ID, this.config.CLUSTER_ID)) {
+        if (peer.state === 'failed' || !peer.lease_expires_at || peer.lease_expires_at.getTime() > now) continue;
+        if (peer.manager_url && (await isHealthy(peer.manager_url, this.config.PEER_HEALTH_TIMEOUT_MS))) continue;
+        const taken = await takeOverPeer(this.db, this.config.STORAGE_SYSTEM_ID, this.config.CLUSTER_ID, peer.id);
+        if (!taken) continue;
+        this.log.warn({ peer: peer.id, epoch: taken.epoch, devices: taken.devices }, 'the peer cluster is lost: took over its devices');
+        await this.refreshInventory(`takeover of ${peer.id}`);
+      }
+    } catch (error) {
+      this.log.warn({ err: (error as Error).message }, 'peer check failed');
+    } finally {
+      this.watching = false;
+    }
+  }
+
+  /** Takes the home devices back from the peer (the cluster must be recovering) and has the peer rescan. */
+  async failBack(): Promise<Inventory> {
+    const moved = await failBack(this.db, this.config.STORAGE_SYSTEM_ID, this.config.CLUSTER_ID);
+    if (!moved) throw new ProblemError('cluster-not-recovering', `cluster ${this.config.CLUSTER_ID} is ${this.state ?? 'starting'}, not recovering`);
+    this.state = 'online';
+    this.recoveringSince = undefined;
+    this.log.info({ epoch: moved.epoch, devices: moved.devices }, 'failed back: home devices are owned here again');
+    const inventory = await this.refreshInventory('failback');
+    for (const peer of await peersOf(this.db, this.config.STORAGE_SYSTEM_ID, this.config.CLUSTER_ID)) {
+      if (!peer.manager_url) continue;
+      const client = new JsonClient(peer.manager_url, { name: `cluster-manager ${peer.id}`, timeoutMs: 5_000, connections: 1 });
+      try {
+        await client.call('POST', '/v1/inventory:refresh');
+      } catch (error) {
+        // The peer rescans on its own next state change; its servers keep routing by epoch meanwhile.
+        this.log.warn({ peer: peer.id, err: (error as Error).message }, 'could not ask the peer to rescan after failback');
+      } finally {
+        await client.close();
+      }
+    }
+    return inventory;
   }
 
   /** Discovers the devices again and stores (and broadcasts) a new version if anything changed. */
@@ -81,6 +181,7 @@ export class ClusterManager {
 
   async stop(): Promise<void> {
     this.abort.abort();
+    for (const timer of this.timers) clearInterval(timer);
     await this.supervisor.stop();
     await this.driver.close();
   }

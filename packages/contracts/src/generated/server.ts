@@ -291,6 +291,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/storage-systems/{id}/clusters/{cluster_id}:failback": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Fail a recovering cluster back
+         * @description Asks the cluster's cluster-manager to take its home devices back from the peer that took
+         *     them over while it was down. The cluster must be `recovering`; otherwise 409. The servers'
+         *     views follow as the agents report the new inventory.
+         */
+        post: operations["failBackCluster"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/storage-systems/{id}/devices": {
         parameters: {
             query?: never;
@@ -679,6 +701,16 @@ export interface components {
             /** @description The inventory version that reported the device. */
             inventory_version: number;
             reported_at: components["schemas"]["Timestamp"];
+        };
+        FailbackResult: {
+            storage_system_id: components["schemas"]["StorageSystemId"];
+            cluster_id: components["schemas"]["ClusterId"];
+            state: components["schemas"]["ClusterState"];
+            /** @description The new fencing epoch of the cluster's devices. */
+            epoch: number;
+            inventory_version: number;
+            /** @description The devices the cluster owns now. */
+            devices: components["schemas"]["DeviceId"][];
         };
         DeviceList: {
             items: components["schemas"]["Device"][];
@@ -1348,6 +1380,35 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             404: components["responses"]["NotFound"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    failBackCluster: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The storage system's id. */
+                id: components["parameters"]["StorageSystemId"];
+                /** @description The cluster to fail back. */
+                cluster_id: components["schemas"]["ClusterId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The cluster is online again and owns its home devices. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FailbackResult"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
             503: components["responses"]["Unavailable"];
         };
     };

@@ -31,6 +31,10 @@ export class AgentRegistry {
     if (agent) agent.unreachableUntil = until;
   }
 
+  inCluster(storageSystemId: string, clusterId: string): RegisteredAgent[] {
+    return [...this.agents.values()].filter((agent) => agent.storage_system_id === storageSystemId && agent.cluster_id === clusterId);
+  }
+
   /** The agent this server routes a cluster's tasks to: live, and not known to be unreachable. */
   routeFor(storageSystemId: string, clusterId: string, now: number): RegisteredAgent | undefined {
     for (const agent of this.agents.values()) {
@@ -39,4 +43,17 @@ export class AgentRegistry {
     }
     return undefined;
   }
+}
+
+/**
+ * Since when this server has had no live agent in a cluster: the moment its agent's lease
+ * ran out, or the server's own start when no agent of it has registered there. Undefined
+ * while it has one.
+ */
+export function withoutAgentSince(registry: AgentRegistry, storageSystemId: string, clusterId: string, now: number, startedAt: number): number | undefined {
+  if (registry.routeFor(storageSystemId, clusterId, now)) return undefined;
+  const known = registry.inCluster(storageSystemId, clusterId);
+  if (known.length === 0) return startedAt;
+  // An agent that still holds its lease but missed a dispatch is not lost yet.
+  return Math.max(...known.map((agent) => (agent.leaseExpiresAt <= now ? agent.leaseExpiresAt : now)));
 }

@@ -121,3 +121,16 @@ export async function recordAgentEvent(db: Queryable, type: string, row: AgentRo
     payload: JSON.stringify({ agent_id: row.id, server_id: row.server_id, cluster_id: row.cluster_id, incarnation: row.incarnation }),
   });
 }
+
+/** Servers other than this one with a live lease and a live agent in the cluster. */
+export async function serversWithLiveAgent(db: Queryable, exceptServerId: string, storageSystemId: string, clusterId: string): Promise<string[]> {
+  const rows: { server_id: string }[] = await db('agents as a')
+    .join('servers as s', 's.id', 'a.server_id')
+    .where({ 'a.storage_system_id': storageSystemId, 'a.cluster_id': clusterId })
+    .whereNot('a.server_id', exceptServerId)
+    .where('a.lease_expires_at', '>', db.fn.now())
+    .where('s.lease_expires_at', '>', db.fn.now())
+    .orderBy('a.server_id')
+    .select('a.server_id');
+  return rows.map((row) => row.server_id);
+}

@@ -62,3 +62,9 @@ export async function loadServerInventories(db: Queryable, serverId: string): Pr
   const rows = await db<ServerInventoryRow>('server_inventories').where({ server_id: serverId });
   return rows.map(toView);
 }
+
+/** Where the cluster's manager is, as it recorded itself with its lease. */
+export async function clusterManagerUrl(db: Queryable, storageSystemId: string, clusterId: string): Promise<string | undefined> {
+  const row: { manager_url: string | null } | undefined = await db('clusters').where({ storage_system_id: storageSystemId, id: clusterId }).first('manager_url');
+  return row?.manager_url ?? undefined;
+}

@@ -231,3 +231,59 @@ export async function expireIdempotencyKeys(db: Queryable, ttlHours: number): Pr
     .where('created_at', '<', db.raw(`now() - make_interval(hours => ?)`, [ttlHours]))
     .update({ idempotency_key: null });
 }
+
+/** Puts back in the queue this server's attempts held by agents whose lease has run out. */
+export async function requeueAttemptsOfExpiredAgents(db: Queryable, serverId: string): Promise<TaskRow[]> {
+  const { rows } = await db.raw<{ rows: TaskRow[] }>(
+    `update tasks t set state = 'queued', agent_id = null, cluster_id = null, updated_at = now()
+       from agents a
+      where t.agent_id = a.id and t.server_id = ? and t.state in ('dispatched', 'running') and a.lease_expires_at < now()
+  returning t.*`,
+    [serverId],
+  );
+  return rows;
+}
+
+/** Puts back in the queue this server's attempts on devices that another cluster now owns. */
+export async function requeueAttemptsOnMovedDevices(
+  db: Queryable,
+  serverId: string,
+  storageSystemId: string,
+  ownerCluster: string,
+  devices: string[],
+): Promise<TaskRow[]> {
+  if (devices.length === 0) return [];
+  return db<TaskRow>('tasks')
+    .where({ server_id: serverId, storage_system_id: storageSystemId })
+    .whereIn('state', ['dispatched', 'running'])
+    .whereIn('device', devices)
+    .whereNot({ cluster_id: ownerCluster })
+    .update({ state: 'queued', agent_id: null, cluster_id: null, updated_at: db.fn.now() as never })
+    .returning('*');
+}
+
+/** Moves queued tasks to another server, whose own agent will run them. */
+export async function handOverQueuedTasks(db: Queryable, fromServerId: string, toServerId: string, ids: string[]): Promise<TaskRow[]> {
+  if (ids.length === 0) return [];
+  return db<TaskRow>('tasks')
+    .where({ server_id: fromServerId, state: 'queued' })
+    .whereIn('id', ids)
+    .update({ server_id: toServerId, updated_at: db.fn.now() as never })
+    .returning('*');
+}
+
+/** Takes over the open tasks of servers whose lease ran out; their attempts are started again. */
+export async function adoptTasksOfExpiredServers(db: Queryable, serverId: string): Promise<TaskRow[]> {
+  const { rows } = await db.raw<{ rows: TaskRow[] }>(
+    `update tasks t set server_id = ?, state = 'queued', agent_id = null, cluster_id = null, updated_at = now()
+       from servers s
+      where t.server_id = s.id and s.id <> ? and s.lease_expires_at < now() and t.state in ('queued', 'dispatched', 'running')
+  returning t.*`,
+    [serverId, serverId],
+  );
+  return rows;
+}
+
+export async function queuedTaskLocations(db: Queryable, serverId: string): Promise<Pick<TaskRow, 'id' | 'storage_system_id' | 'device'>[]> {
+  return db<TaskRow>('tasks').where({ server_id: serverId, state: 'queued' }).select('id', 'storage_system_id', 'device').orderBy('created_at').limit(5000);
+}

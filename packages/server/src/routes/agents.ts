@@ -4,7 +4,7 @@ import type { ServerContext } from '../context.ts';
 import { agentIdOf } from '../lib/ids.ts';
 import * as agents from '../repositories/agents.ts';
 import { storeInventoryReport } from '../repositories/inventories.ts';
-import { recordTransitions, requeueAgentAttempts } from '../repositories/tasks.ts';
+import { recordTransitions, requeueAgentAttempts, requeueAttemptsOnMovedDevices } from '../repositories/tasks.ts';
 
 type Ops = ServerApi.operations;
 type AgentOps = 'registerAgent' | 'listAgents' | 'getAgent' | 'heartbeatAgent' | 'reportInventory' | 'reportTaskStates';
@@ -90,6 +90,11 @@ export function agentHandlers(context: ServerContext): Pick<OperationHandlers<Op
       const { stored, version } = await storeInventoryReport(db, config.SERVER_ID, agent.id, report);
       if (stored) {
         context.inventory.apply(stored);
+        // Attempts running in a cluster that lost these devices (a takeover) start again where they are now.
+        const owned = report.devices.filter((device) => device.owner_cluster === report.cluster_id).map((device) => device.id);
+        await db.transaction(async (trx) =>
+          recordTransitions(trx, await requeueAttemptsOnMovedDevices(trx, config.SERVER_ID, report.storage_system_id, report.cluster_id, owned)),
+        );
         context.dispatcher.kick();
       }
       return { accepted: stored !== undefined, version };

@@ -15,6 +15,8 @@ export interface DispatcherOptions {
   log: FastifyBaseLogger;
   batchSize: number;
   retryMs: number;
+  /** This server's lease; without it the server dispatches nothing (it may be the one cut off). */
+  lease: { expiresAt: number };
 }
 
 /**
@@ -63,6 +65,7 @@ export class Dispatcher {
 
   private async round(): Promise<number> {
     const now = Date.now();
+    if (this.options.lease.expiresAt <= now) return 0;
     const dispatched = await this.options.db.transaction(async (trx) => {
       const queued = await tasks.lockQueuedTasks(trx, this.options.serverId, this.options.batchSize);
       const assignments: tasks.Assignment[] = [];
