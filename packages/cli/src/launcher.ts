@@ -8,7 +8,7 @@ import { createDatabase, JsonClient, migrateToLatest, sleep, spawnTypeScript } f
 import { startEmbeddedPostgres, type RunningPostgres } from './postgres.ts';
 import { hostOf, portOf, type Topology } from './topology.ts';
 
-interface ProcessSpec {
+export interface ProcessSpec {
   name: string;
   role: 'driver' | 'server' | 'cluster-manager';
   entry: URL;
@@ -93,31 +93,40 @@ export async function runTopology(topology: Topology, options: { databaseUrl?: s
   await prepareTopology(topology, databaseUrl, say);
 
   mkdirSync(topology.logs_dir, { recursive: true });
-  const children: { spec: ProcessSpec; child: ChildProcess }[] = [];
+  const children = new Map<string, { spec: ProcessSpec; child: ChildProcess }>();
+  const restarts = new Set<NodeJS.Timeout>();
   let stopping = false;
   const stop = async () => {
     stopping = true;
+    for (const timer of restarts) clearTimeout(timer);
     // Cluster-managers first (they stop their agents), then servers, then drivers.
     for (const role of ['cluster-manager', 'server', 'driver'] as const) {
-      await Promise.all(children.filter(({ spec }) => spec.role === role).map(({ child }) => stopChild(child)));
+      await Promise.all([...children.values()].filter(({ spec }) => spec.role === role).map(({ child }) => stopChild(child)));
     }
     await postgres?.stop();
   };
 
-  const launch = async (spec: ProcessSpec) => {
-    const log = openSync(join(topology.logs_dir, `${spec.name}.log`), 'a');
-    const child = spawnTypeScript(spec.entry, { env: { ...process.env, ...spec.env }, stdio: ['ignore', log, log] });
-    children.push({ spec, child });
+  const spawnChild = (spec: ProcessSpec): ChildProcess => {
+    const logFile = join(topology.logs_dir, `${spec.name}.log`);
+    const child = spawnTypeScript(spec.entry, { env: { ...process.env, ...spec.env }, stdio: ['ignore', openSync(logFile, 'a'), openSync(logFile, 'a')] });
+    children.set(spec.name, { spec, child });
     child.once('exit', (code, signal) => {
-      if (!stopping) say(`${spec.name} exited (${signal ?? `code ${code}`}); see ${join(topology.logs_dir, `${spec.name}.log`)}`);
+      if (stopping) return;
+      // Like a service manager, restart what died; the delay lets the peer see a lost cluster.
+      say(`${spec.name} exited (${signal ?? `code ${code}`}); restarting in ${topology.restart_delay_ms} ms (log: ${logFile})`);
+      const timer = setTimeout(() => {
+        restarts.delete(timer);
+        if (!stopping) spawnChild(spec);
+      }, topology.restart_delay_ms);
+      restarts.add(timer);
     });
-    await waitUntilReady(spec, child);
+    return child;
   };
   try {
     // Each role starts in parallel, once the roles it depends on are ready.
     const specs = processSpecs(topology, databaseUrl);
     for (const role of ['driver', 'server', 'cluster-manager'] as const) {
-      await Promise.all(specs.filter((spec) => spec.role === role).map(launch));
+      await Promise.all(specs.filter((spec) => spec.role === role).map((spec) => waitUntilReady(spec, spawnChild(spec))));
     }
   } catch (error) {
     await stop();
@@ -141,7 +150,7 @@ export async function prepareTopology(topology: Topology, databaseUrl: string, s
   }
 }
 
-async function waitUntilReady(spec: ProcessSpec, child: ChildProcess, timeoutMs = 60_000): Promise<void> {
+export async function waitUntilReady(spec: ProcessSpec, child: ChildProcess, timeoutMs = 60_000): Promise<void> {
   const client = new JsonClient(spec.url, { name: spec.name, timeoutMs: 2_000, connections: 1 });
   const deadline = Date.now() + timeoutMs;
   try {
@@ -160,7 +169,7 @@ async function waitUntilReady(spec: ProcessSpec, child: ChildProcess, timeoutMs 
   }
 }
 
-async function stopChild(child: ChildProcess): Promise<void> {
+export async function stopChild(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise((resolve) => child.once('exit', resolve));
   child.kill('SIGTERM');

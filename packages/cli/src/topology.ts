@@ -32,6 +32,7 @@ export interface Topology {
   storage_systems: TopologyStorageSystem[];
   postgres: { port: number; data_dir: string };
   logs_dir: string;
+  restart_delay_ms: number;
 }
 
 export class TopologyError extends Error {
@@ -60,6 +61,7 @@ export function checkTopology(document: unknown, baseDirectory: string): Topolog
     ...document,
     postgres: { port: document.postgres?.port ?? 54329, data_dir: resolve(baseDirectory, document.postgres?.data_dir ?? '.duplex/postgres') },
     logs_dir: resolve(baseDirectory, document.logs_dir ?? '.duplex/logs'),
+    restart_delay_ms: document.restart_delay_ms ?? 2000,
     storage_systems: document.storage_systems.map((system) => ({
       ...system,
       device_root: resolve(baseDirectory, system.device_root ?? `.duplex/devices/${system.id}`),

@@ -13,13 +13,17 @@ export interface ExecutionRecord {
   /** The newest fencing token seen for this task. */
   token: number;
   epoch: number;
-  outcome: 'succeeded' | 'failed';
+  /** `applying` is the intent written before the work: finding it means a crash interrupted the work. */
+  outcome: 'succeeded' | 'failed' | 'applying';
   result?: ExecutionOutput;
   error?: ProblemDocument;
   recorded_at: string;
 }
 
-export function resultOf(record: ExecutionRecord, replayed: boolean): ExecutionResult {
+/** A record of work that ended, as opposed to an intent. */
+export type SettledRecord = ExecutionRecord & { outcome: 'succeeded' | 'failed' };
+
+export function resultOf(record: SettledRecord, replayed: boolean): ExecutionResult {
   const answer: ExecutionResult = { task_id: record.task_id, outcome: record.outcome, replayed };
   if (record.result !== undefined) answer.result = record.result;
   if (record.error !== undefined) answer.error = record.error;
@@ -41,7 +45,7 @@ export function parseRecord(value: unknown): ExecutionRecord {
     !isCount(value.attempt) ||
     !isCount(value.token) ||
     !isCount(value.epoch) ||
-    (value.outcome !== 'succeeded' && value.outcome !== 'failed') ||
+    (value.outcome !== 'succeeded' && value.outcome !== 'failed' && value.outcome !== 'applying') ||
     (value.result !== undefined && !isObject(value.result)) ||
     (value.error !== undefined && !isObject(value.error))
   ) {

@@ -1,6 +1,6 @@
 import { KeyedLock, ProblemError, problemDocument, type ProblemDocument } from '@duplex/shared';
 import type { DeviceStore, VolumeEntry } from './device-store.ts';
-import { resultOf, type ExecutionRecord } from './execution-record.ts';
+import { resultOf, type ExecutionRecord, type SettledRecord } from './execution-record.ts';
 import { checkEpoch, checkTask } from './fencing.ts';
 import { describeError } from './files.ts';
 import { parseOperation, type Operation } from './operations.ts';
@@ -23,7 +23,7 @@ export interface ExecutorOptions {
   now?: () => Date;
 }
 
-type Outcome = Pick<ExecutionRecord, 'outcome' | 'result' | 'error'>;
+type Outcome = Pick<SettledRecord, 'outcome' | 'result' | 'error'>;
 
 const unavailableType = problemDocument('device-unavailable', '').type;
 
@@ -94,28 +94,28 @@ export class Executor implements DriverBackend {
     await this.fence(request, [...reports.values()]);
 
     const recorded = await this.store.readRecord(request.device, request.task_id);
-    if (recorded) return this.replay(request, recorded);
+    if (recorded && recorded.outcome !== 'applying') return this.replay(request, { ...recorded, outcome: recorded.outcome });
+    if (recorded && checkTask(recorded.token, request.fencing.token) === 'stale') throw staleToken(request, recorded);
 
     const injected = this.injectedFailure();
     if (injected) return { task_id: request.task_id, outcome: 'failed', replayed: false, error: injected };
 
+    // The intent is on the device before the work starts: a crash between the work and its
+    // record then shows as an intent, and the retry finishes the work instead of failing on it.
+    const intent = { task_id: request.task_id, kind: request.kind, device: request.device, attempt: request.attempt, token: request.fencing.token, epoch: request.fencing.epoch };
+    const interrupted = recorded !== undefined;
+    if (!interrupted && operation.kind !== 'device.probe') {
+      await this.store.writeRecord(request.device, { ...intent, outcome: 'applying', recorded_at: (this.options.now?.() ?? new Date()).toISOString() });
+    }
+
     let outcome: Outcome;
     try {
-      outcome = { outcome: 'succeeded', result: await this.perform(request.device, operation, reports) };
+      outcome = { outcome: 'succeeded', result: await this.perform(request.device, operation, reports, interrupted) };
     } catch (error) {
       if (!(error instanceof ProblemError)) throw error;
       outcome = { outcome: 'failed', error: error.toDocument() };
     }
-    const record: ExecutionRecord = {
-      task_id: request.task_id,
-      kind: request.kind,
-      device: request.device,
-      attempt: request.attempt,
-      token: request.fencing.token,
-      epoch: request.fencing.epoch,
-      ...outcome,
-      recorded_at: (this.options.now?.() ?? new Date()).toISOString(),
-    };
+    const record: SettledRecord = { ...intent, ...outcome, recorded_at: (this.options.now?.() ?? new Date()).toISOString() };
     // A device that failed under the work may come back; the task must then be able to run.
     if (outcome.error?.type !== unavailableType) await this.store.writeRecord(request.device, record);
     return resultOf(record, false);
@@ -133,24 +133,30 @@ export class Executor implements DriverBackend {
     }
   }
 
-  private async replay(request: ExecutionRequest, recorded: ExecutionRecord): Promise<ExecutionResult> {
+  private async replay(request: ExecutionRequest, recorded: SettledRecord): Promise<ExecutionResult> {
     const { token } = request.fencing;
-    if (checkTask(recorded.token, token) === 'stale') {
-      throw new ProblemError(
-        'stale-fencing-token',
-        `task ${request.task_id} was recorded under fencing token ${recorded.token}; token ${token} is older`,
-      );
-    }
+    if (checkTask(recorded.token, token) === 'stale') throw staleToken(request, recorded);
     // Remember the newest token so an attempt older than this one is refused from now on.
     if (token > recorded.token) await this.store.writeRecord(request.device, { ...recorded, token, attempt: request.attempt });
     return resultOf(recorded, true);
   }
 
-  private async perform(deviceId: string, operation: Operation, reports: Map<string, DeviceReport>): Promise<ExecutionOutput> {
+  /**
+   * Does the work. When `interrupted`, this task's own work was cut short by a crash, so
+   * what it may have left (the volume it was creating or copying, the volume already gone
+   * that it was deleting) is its own and is finished, not refused.
+   */
+  private async perform(deviceId: string, operation: Operation, reports: Map<string, DeviceReport>, interrupted: boolean): Promise<ExecutionOutput> {
     const device = reportOf(reports, deviceId);
     switch (operation.kind) {
       case 'volume.create': {
         const { name, size_bytes: size } = operation;
+        const partial = interrupted ? await this.store.volumeSize(deviceId, name) : undefined;
+        if (partial !== undefined) {
+          assertCapacity(device, device.used_bytes - partial + size, size);
+          await this.store.resizeVolume(deviceId, name, size);
+          return { volume: { device: deviceId, name, size_bytes: size } };
+        }
         await this.assertAbsent(deviceId, name);
         assertCapacity(device, device.used_bytes + size, size);
         await this.store.createVolume(deviceId, name, size);
@@ -164,6 +170,9 @@ export class Executor implements DriverBackend {
         return { volume: { device: deviceId, name, size_bytes: size } };
       }
       case 'volume.delete': {
+        if (interrupted && (await this.store.volumeSize(deviceId, operation.name)) === undefined) {
+          return { deleted: { device: deviceId, name: operation.name, size_bytes: 0 } };
+        }
         const size = await this.sizeOf(deviceId, operation.name);
         await this.store.deleteVolume(deviceId, operation.name);
         return { deleted: { device: deviceId, name: operation.name, size_bytes: size } };
@@ -172,8 +181,10 @@ export class Executor implements DriverBackend {
         const { name, target_device: targetId, target_name: targetName } = operation;
         const target = reportOf(reports, targetId);
         const size = await this.sizeOf(deviceId, name);
-        await this.assertAbsent(targetId, targetName);
-        assertCapacity(target, target.used_bytes + size, size);
+        const partial = interrupted ? await this.store.volumeSize(targetId, targetName) : undefined;
+        if (partial !== undefined) await this.store.deleteVolume(targetId, targetName);
+        else await this.assertAbsent(targetId, targetName);
+        assertCapacity(target, target.used_bytes - (partial ?? 0) + size, size);
         const copied = await this.store.copyVolume({ device: deviceId, name }, { device: targetId, name: targetName });
         return {
           volume: { device: targetId, name: targetName, size_bytes: copied },
@@ -268,3 +279,9 @@ function reportOf(reports: Map<string, DeviceReport>, id: string): DeviceReport 
 function deviceNotFound(id: string, field: string): ProblemError {
   return new ProblemError('device-not-found', `device ${id} (${field}) does not exist`);
 }
+
+const staleToken = (request: ExecutionRequest, recorded: ExecutionRecord): ProblemError =>
+  new ProblemError(
+    'stale-fencing-token',
+    `task ${request.task_id} was recorded under fencing token ${recorded.token}; token ${request.fencing.token} is older`,
+  );
