@@ -71,7 +71,8 @@ export class TopologyHarness {
         port,
         user: 'postgres',
         password: 'postgres',
-        persistent: false,
+        // Kept across a restart; the whole harness folder is removed at the end.
+        persistent: true,
         createPostgresUser: process.getuid?.() === 0,
         onLog: () => {},
         onError: () => {},
