@@ -220,6 +220,8 @@ export class TopologyHarness {
     if (this.testDatabase) await this.testDatabase.drop();
     else await this.db?.destroy();
     await this.postgres?.stop().catch(() => undefined);
-    rmSync(this.directory, { recursive: true, force: true });
+    // KEEP_HARNESS=1 keeps the logs and devices for a post-mortem.
+    if (process.env.KEEP_HARNESS) process.stderr.write(`harness kept in ${this.directory}\n`);
+    else rmSync(this.directory, { recursive: true, force: true });
   }
 }

@@ -37,7 +37,7 @@ describe('agents', () => {
     server.db('events').where({ type: 'agent.registered' }).whereRaw(`payload->>'agent_id' = ?`, [id]).select('payload');
 
   before(async () => {
-    server = await startServer();
+    server = await startServer({ AGENT_LEASE_TTL_MS: '3000' });
   });
   after(() => stopServer(server));
 

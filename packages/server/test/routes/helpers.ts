@@ -29,7 +29,8 @@ export interface TestServer {
 /** A server 'A' on a fresh migrated database; env entries override its configuration. */
 export async function startServer(env: Record<string, string> = {}): Promise<TestServer> {
   const tdb = await createTestDatabase();
-  const app = await buildApp({ config: loadServerConfig({ DATABASE_URL: tdb.url, SERVER_ID: 'A', ...env }), db: tdb.db, logger: false });
+  // Nothing heartbeats in these tests: long agent leases keep dispatched attempts where the test put them.
+  const app = await buildApp({ config: loadServerConfig({ DATABASE_URL: tdb.url, SERVER_ID: 'A', AGENT_LEASE_TTL_MS: '600000', ...env }), db: tdb.db, logger: false });
   await app.ready();
   return { app, db: tdb.db, tdb };
 }
