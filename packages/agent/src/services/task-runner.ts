@@ -60,7 +60,14 @@ export class TaskRunner {
     const base = { task_id: dispatch.task_id, attempt: dispatch.attempt, fencing_token: dispatch.fencing_token };
     this.link.addReport({ ...base, state: 'running' });
     const outcome = await this.execute(dispatch);
-    if (outcome === 'fenced' || outcome === 'stopped') return;
+    if (outcome === 'stopped') return;
+    if (outcome === 'fenced') {
+      // Not run: the server puts the attempt back in the queue (or ignores this if a newer one
+      // exists). An older epoch also means the server's view of this cluster is behind.
+      this.link.addReport({ ...base, state: 'refused' });
+      this.link.reportInventory();
+      return;
+    }
     this.log.info(
       { request_id: dispatch.request_id, task_id: dispatch.task_id, attempt: dispatch.attempt, outcome: outcome.outcome, replayed: outcome.replayed },
       'task ran',
@@ -90,7 +97,7 @@ export class TaskRunner {
         if (response.status === 200) return response.body as ExecutionResult;
         const problem = response.body as Problem;
         if (response.status === 409) {
-          log.warn({ problem_type: problem.type }, 'the driver fenced this attempt; a newer one owns the task');
+          log.warn({ problem_type: problem.type, detail: problem.detail }, 'the driver refused this attempt as fenced');
           return 'fenced';
         }
         if (response.status >= 400 && response.status < 500) {

@@ -642,8 +642,11 @@ export interface components {
             task_id: components["schemas"]["TaskId"];
             attempt: number;
             fencing_token: number;
-            /** @enum {string} */
-            state: "running" | "succeeded" | "failed";
+            /**
+             * @description `refused` when the driver would not run the attempt (its fencing epoch is older than the device's): the attempt goes back to the queue and runs again with the newest ownership.
+             * @enum {string}
+             */
+            state: "running" | "succeeded" | "failed" | "refused";
             result?: components["schemas"]["TaskResult"];
             error?: components["schemas"]["Problem"];
         };

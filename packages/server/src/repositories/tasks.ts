@@ -171,7 +171,7 @@ export async function requeueAgentAttempts(db: Queryable, agentId: string): Prom
 export interface StateReport {
   task_id: string;
   fencing_token: number;
-  state: 'running' | 'succeeded' | 'failed';
+  state: 'running' | 'succeeded' | 'failed' | 'refused';
   result?: TaskResult;
   error?: Problem;
 }

@@ -97,8 +97,10 @@ export class TaskService {
 
   /** Applies an agent's reports; each report whose token is not the current attempt's is stale. */
   async applyReports(reports: tasks.StateReport[]): Promise<Map<string, 'applied' | 'stale' | 'unknown'>> {
+    const refused = reports.filter((report) => report.state === 'refused');
     const changed = await this.db.transaction(async (trx) => {
-      const rows = await tasks.applyStateReports(trx, reports);
+      const requeued = await tasks.requeueAttempts(trx, refused.map((report) => ({ id: report.task_id, fencing_token: report.fencing_token })));
+      const rows = await tasks.applyStateReports(trx, reports.filter((report) => report.state !== 'refused'));
       const actionsBySystem = new Map<string, SettleAction[]>();
       for (const row of rows) {
         if (row.state !== 'succeeded' && row.state !== 'failed') continue;
@@ -106,8 +108,8 @@ export class TaskService {
         actionsBySystem.set(row.storage_system_id, [...(actionsBySystem.get(row.storage_system_id) ?? []), ...actions]);
       }
       for (const [storageSystemId, actions] of actionsBySystem) await applySettleActions(trx, storageSystemId, actions);
-      await tasks.recordTransitions(trx, rows);
-      return rows;
+      await tasks.recordTransitions(trx, [...requeued, ...rows]);
+      return [...requeued, ...rows];
     });
     const outcome = new Map<string, 'applied' | 'stale' | 'unknown'>(reports.map((report) => [report.task_id, 'stale']));
     for (const row of changed) outcome.set(row.id, 'applied');

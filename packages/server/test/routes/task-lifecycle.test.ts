@@ -202,6 +202,22 @@ describe('task life through an agent', () => {
     assert.equal((await volumeRow(server.db, 'd0', 'fenced'))?.state, 'creating');
   });
 
+  it('an attempt the driver refused as fenced goes back to the queue and is dispatched again under a new token', async () => {
+    const attempt = await dispatched({ kind: 'volume.create', storage_system_id: 'ss1', device: 'd0', params: { name: 'refused-once', size_bytes: MiB } });
+    const results = await report(attempt.agent_id, [{ task_id: attempt.id, attempt: attempt.attempt, fencing_token: attempt.fencing_token, state: 'refused' }]);
+    assert.deepEqual(results, { results: [{ task_id: attempt.id, outcome: 'applied' }] });
+    const again = await waitFor('the attempt to be dispatched again', async () => {
+      const row = await taskRow(server.db, attempt.id);
+      return row && row.attempt > attempt.attempt && row.state === 'dispatched' ? row : undefined;
+    });
+    assert.ok(again.fencing_token! > attempt.fencing_token);
+    const history: { state: string }[] = await server.db('task_history').where({ task_id: attempt.id }).orderBy('id').select('state');
+    assert.deepEqual(history.map((row) => row.state).slice(0, 4), ['queued', 'dispatched', 'queued', 'dispatched']);
+    // The old attempt's refusal, sent again, is stale.
+    const stale = await report(attempt.agent_id, [{ task_id: attempt.id, attempt: attempt.attempt, fencing_token: attempt.fencing_token, state: 'refused' }]);
+    assert.deepEqual(stale, { results: [{ task_id: attempt.id, outcome: 'stale' }] });
+  });
+
   it('a batch is judged report by report', async () => {
     const good = await dispatched({ kind: 'device.probe', storage_system_id: 'ss1', device: 'd0' });
     const bad = await dispatched({ kind: 'device.probe', storage_system_id: 'ss1', device: 'd0' });
