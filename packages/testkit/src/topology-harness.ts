@@ -165,18 +165,22 @@ export class TopologyHarness {
 
   /** Kills a whole cluster at once: its cluster-manager, its agents and its driver. */
   async killCluster(clusterId: string): Promise<void> {
-    const pids = await this.agentPids();
-    this.signal(`cluster-manager-ss1-${clusterId}`, 'SIGKILL');
-    this.signal(`driver-ss1-${clusterId}`, 'SIGKILL');
-    for (const [name, pid] of pids) {
-      if (name.startsWith(`ss1-${clusterId}-`)) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          // already gone
-        }
+    await this.signalCluster(clusterId, 'SIGKILL');
+  }
+
+  /** Sends a signal to every process of a cluster (SIGSTOP freezes it as a partition would). Returns the agents' pids. */
+  async signalCluster(clusterId: string, signal: NodeJS.Signals, agentPids?: number[]): Promise<number[]> {
+    const pids = agentPids ?? [...(await this.agentPids())].filter(([name]) => name.startsWith(`ss1-${clusterId}-`)).map(([, pid]) => pid);
+    this.signal(`cluster-manager-ss1-${clusterId}`, signal);
+    this.signal(`driver-ss1-${clusterId}`, signal);
+    for (const pid of pids) {
+      try {
+        process.kill(pid, signal);
+      } catch {
+        // already gone
       }
     }
+    return pids;
   }
 
   async restartPostgres(downMs: number): Promise<void> {
