@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { TopologyHarness } from '@duplex/testkit/harness';
+import { TopologyHarness } from '@duplex/harness';
 import { waitFor } from '@duplex/testkit';
 import { FailoverClient, runLoad, type LedgerEntry } from './load.ts';
 

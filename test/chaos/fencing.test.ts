@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { waitFor } from '@duplex/testkit';
-import { TopologyHarness } from '@duplex/testkit/harness';
+import { TopologyHarness } from '@duplex/harness';
 import { FailoverClient } from './load.ts';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

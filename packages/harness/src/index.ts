@@ -4,8 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkTopology, prepareTopology, processSpecs, stopChild, waitUntilReady, type ProcessSpec, type Topology } from '@duplex/cli';
 import { createDatabase, spawnTypeScript, type Database } from '@duplex/shared';
-import { createTestDatabase, type TestDatabase } from './database.ts';
-import { freePort, waitFor } from './processes.ts';
+import { createTestDatabase, freePort, waitFor, type TestDatabase } from '@duplex/testkit';
 
 export interface HarnessOptions {
   /** Devices per cluster (default 4). */

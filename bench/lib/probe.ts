@@ -1,0 +1,152 @@
+/**
+ * What the benchmark reads from Postgres: whether the topology is back in its steady state
+ * before a trial, and, after a trial, the moments that explain where its time went.
+ */
+import { readFileSync } from 'node:fs';
+import type { Database } from '@duplex/shared';
+
+export interface Milestone {
+  /** Milliseconds since the fault was injected (negative: before it). */
+  ms: number;
+  what: string;
+}
+
+interface IdentityRow {
+  name: string;
+  pid: number | null;
+  state: string;
+  started_at: Date;
+}
+
+interface AgentRow {
+  id: string;
+  server_id: string;
+  cluster_id: string;
+  pid: number;
+  incarnation: number;
+  /** When the agent process started, as the agent itself reported it. */
+  started_at: Date;
+  registered_at: Date;
+  lease_expires_at: Date;
+}
+
+interface HistoryRow {
+  state: string;
+  attempt: number;
+  agent_id: string | null;
+  at: Date;
+}
+
+interface EventRow {
+  type: string;
+  task_id: string | null;
+  payload: Record<string, unknown>;
+  created_at: Date;
+}
+
+export async function agentIdentity(db: Database, name: string): Promise<IdentityRow | undefined> {
+  const row: IdentityRow | undefined = await db('agent_identities').where({ name }).first('name', 'pid', 'state', 'started_at');
+  return row;
+}
+
+/** The registration a server holds for the agent named `name` (e.g. ss1-c0-A); each agent registers with one server. */
+export async function agentRegistration(db: Database, name: string): Promise<AgentRow | undefined> {
+  const row: AgentRow | undefined = await db('agents')
+    .where({ name })
+    .first('id', 'server_id', 'cluster_id', 'pid', 'incarnation', 'started_at', 'registered_at', 'lease_expires_at');
+  return row;
+}
+
+/**
+ * Whether `pid` is a live agent process named `name` that reports to the cluster-manager at
+ * `managerUrl` (read from /proc, so that a recycled pid is never signalled).
+ */
+export function isAgentProcess(pid: number, name: string, managerUrl: string): boolean {
+  try {
+    const environment = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
+    return environment.includes(`AGENT_NAME=${name}`) && environment.includes(`CLUSTER_MANAGER_URL=${managerUrl}`);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The live process of the named agent, from its registration (the pid the agent reported
+ * itself), checked against /proc. The cluster-manager's agent_identities row is not used:
+ * it can be stale (see the README's findings).
+ */
+export async function agentProcess(db: Database, name: string, managerUrl: string): Promise<AgentRow | undefined> {
+  const registration = await agentRegistration(db, name);
+  return registration && isAgentProcess(registration.pid, name, managerUrl) ? registration : undefined;
+}
+
+/** How long the named agent's current process has been running with a live registration, in ms; undefined when it has none. */
+export async function agentUptime(db: Database, name: string, managerUrl: string, now: number): Promise<number | undefined> {
+  const registration = await agentProcess(db, name, managerUrl);
+  if (!registration || registration.lease_expires_at.getTime() <= now) return undefined;
+  return now - registration.started_at.getTime();
+}
+
+/** Every registered agent whose process is still alive, for the cluster-manager URLs given (cluster id → URL). */
+export async function liveAgentProcesses(db: Database, managerUrls: Map<string, string>): Promise<{ name: string; pid: number; cluster_id: string }[]> {
+  const rows: { name: string; pid: number; cluster_id: string }[] = await db('agents').select('name', 'pid', 'cluster_id');
+  return rows.filter((row) => {
+    const url = managerUrls.get(row.cluster_id);
+    return url !== undefined && isAgentProcess(row.pid, row.name, url);
+  });
+}
+
+export async function openTaskCount(db: Database): Promise<number> {
+  const rows: { count: string | number }[] = await db('tasks').whereIn('state', ['queued', 'dispatched', 'running']).count('* as count');
+  return Number(rows[0]?.count ?? 0);
+}
+
+export async function serverLeaseExpiry(db: Database, serverId: string): Promise<Date | undefined> {
+  const row: { lease_expires_at: Date } | undefined = await db('servers').where({ id: serverId }).first('lease_expires_at');
+  return row?.lease_expires_at;
+}
+
+export async function clusterLeaseExpiry(db: Database, storageSystemId: string, clusterId: string): Promise<Date | undefined> {
+  const row: { lease_expires_at: Date | null } | undefined = await db('clusters').where({ storage_system_id: storageSystemId, id: clusterId }).first('lease_expires_at');
+  return row?.lease_expires_at ?? undefined;
+}
+
+/** When the server last stored an inventory report for the cluster. */
+export async function inventoryReportedAt(db: Database, serverId: string, storageSystemId: string, clusterId: string): Promise<Date | undefined> {
+  const row: { reported_at: Date } | undefined = await db('server_inventories')
+    .where({ server_id: serverId, storage_system_id: storageSystemId, cluster_id: clusterId })
+    .first('reported_at');
+  return row?.reported_at;
+}
+
+const at = (date: Date, t0: number): number => date.getTime() - t0;
+
+/** The task's state changes, as its history recorded them. */
+export async function taskMilestones(db: Database, taskId: string, t0: number): Promise<Milestone[]> {
+  const rows: HistoryRow[] = await db('task_history').where({ task_id: taskId }).orderBy('id').select('state', 'attempt', 'agent_id', 'at');
+  return rows.map((row) => ({ ms: at(row.at, t0), what: `task ${row.state} (attempt ${row.attempt}${row.agent_id ? `, ${row.agent_id}` : ''})` }));
+}
+
+/** Topology events (registrations, failovers, inventory versions) between t0 and `until`. */
+export async function topologyMilestones(db: Database, t0: number, until: number): Promise<Milestone[]> {
+  const rows: EventRow[] = await db('events')
+    .whereIn('type', ['agent.registered', 'cluster.failover', 'cluster.failback', 'inventory.changed'])
+    .where('created_at', '>=', new Date(t0))
+    .where('created_at', '<=', new Date(until))
+    .orderBy('id')
+    .select('type', 'task_id', 'payload', 'created_at');
+  return rows.map((row) => {
+    const p = row.payload;
+    const detail =
+      row.type === 'agent.registered'
+        ? `${String(p.agent_id)} incarnation ${String(p.incarnation)}`
+        : row.type === 'inventory.changed'
+          ? `${String(p.cluster_id)} v${String(p.version)} (${String(p.cause)})`
+          : JSON.stringify(p);
+    return { ms: at(row.created_at, t0), what: `${row.type} ${detail}` };
+  });
+}
+
+export function milestone(date: Date | undefined, t0: number, what: string): Milestone[] {
+  return date ? [{ ms: at(date, t0), what }] : [];
+}
