@@ -13,7 +13,7 @@ describe('fencing: a cluster frozen and woken after its peer took over changes n
   let client: FailoverClient;
 
   before(async () => {
-    harness = await TopologyHarness.start({ devicesPerCluster: 2 });
+    harness = await TopologyHarness.start({ devicesPerCluster: 2, ownPostgres: true });
     client = new FailoverClient([harness.serverUrl('A')]);
   });
   after(() => harness?.stop());
@@ -63,5 +63,26 @@ describe('fencing: a cluster frozen and woken after its peer took over changes n
     });
     assert.equal(deleted.cluster_id, 'c0');
     assert.equal(existsSync(join(harness.deviceRoot, 'd0', 'volumes', 'while-frozen')), false);
+  });
+
+  it('fences its agents while the cluster cannot renew its lease, and lifts the fence when it can', async () => {
+    const row: { url: string } = await harness.db('agents').where({ id: 'A:ss1:c1:ss1-c1-A' }).first('url');
+    const dispatch = { tasks: [{ task_id: 'tsk_fenced_probe', kind: 'device.probe', device: 'd2', params: {}, attempt: 1, fencing_token: 1, epoch: 1 }] };
+    const post = () => fetch(`${row.url}/v1/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(dispatch) });
+    // Postgres is away for longer than the cluster lease (1 s): nobody can renew it.
+    const outage = harness.restartPostgres(3_000);
+    const refused = await waitFor(
+      'the agent to refuse tasks as fenced',
+      async () => {
+        const response = await post();
+        const body = (await response.json()) as { type?: string };
+        return response.status === 503 && body.type === 'urn:duplex:problem:fenced' ? body : undefined;
+      },
+      3_000,
+      100,
+    );
+    assert.equal(refused.type, 'urn:duplex:problem:fenced');
+    await outage;
+    await waitFor('the fence to lift once the lease is renewed', async () => ((await fetch(`${row.url}/readyz`)).status === 200 ? true : undefined), 15_000, 200);
   });
 });
