@@ -196,6 +196,11 @@ export class ServerLink {
         if (stale.length > 0) this.log.info({ stale: stale.length }, 'the server refused stale reports');
         return true;
       }
+      // Every report was stale: newer attempts own these tasks, so there is nothing to resend.
+      if (response.status === 409) {
+        this.log.info({ stale: batch.length }, 'the server refused stale reports');
+        return true;
+      }
       if (response.status === 404) void this.register();
       this.log.warn({ status: response.status }, 'the server refused the reports');
     } catch (error) {

@@ -159,7 +159,9 @@ export interface paths {
         /**
          * Report task progress and completions
          * @description An agent forwards the state of the tasks it runs, in batches. Each report carries the
-         *     attempt's fencing token; a report with a stale token is refused for that task only.
+         *     attempt's fencing token; a report whose token is not the current attempt's (or whose
+         *     task is already final) is refused for that task only, as `stale`. A batch in which every
+         *     report is stale is refused as a whole with 409.
          */
         post: operations["reportTaskStates"];
         delete?: never;
@@ -1168,6 +1170,7 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             503: components["responses"]["Unavailable"];

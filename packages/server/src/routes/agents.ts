@@ -103,7 +103,11 @@ export function agentHandlers(context: ServerContext): Pick<OperationHandlers<Op
     async reportTaskStates(request) {
       await ownAgent(request.params.id);
       const outcomes = await context.tasks.applyReports(request.body.reports);
-      if ([...outcomes.values()].includes('applied')) context.dispatcher.kick();
+      const values = [...outcomes.values()];
+      if (values.includes('applied')) context.dispatcher.kick();
+      if (values.every((outcome) => outcome === 'stale')) {
+        throw new ProblemError('stale-fencing-token', `no report applied: each carries a fencing token that is not its task's current attempt (${[...outcomes.keys()].join(', ')})`);
+      }
       return { results: [...outcomes].map(([task_id, outcome]) => ({ task_id, outcome })) };
     },
   };

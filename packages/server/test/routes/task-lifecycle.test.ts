@@ -54,6 +54,12 @@ describe('task life through an agent', () => {
     return { id: task.id, attempt: row.attempt, fencing_token: row.fencing_token, agent_id: row.agent_id! };
   }
 
+  /** A batch in which every report is stale is refused as a whole with 409. */
+  async function staleReport(agentId: string, reports: TaskReport[]): Promise<void> {
+    const response = await postReports(server.app, agentId, reports);
+    assertProblem(response, 409, 'stale-fencing-token');
+  }
+
   async function report(agentId: string, reports: TaskReport[]): Promise<ReportResults> {
     const response = await postReports(server.app, agentId, reports);
     assert.equal(response.statusCode, 200, response.body);
@@ -125,8 +131,7 @@ describe('task life through an agent', () => {
     const attempt = await dispatched({ kind: 'device.probe', storage_system_id: 'ss1', device: 'd0' });
     await report(attempt.agent_id, [{ task_id: attempt.id, attempt: 1, fencing_token: attempt.fencing_token, state: 'succeeded', result: {} }]);
     const state = await snapshot(server.db);
-    const again = await report(attempt.agent_id, [{ task_id: attempt.id, attempt: 1, fencing_token: attempt.fencing_token, state: 'failed', error: { type: 'urn:duplex:problem:internal-error', title: 'Internal error', status: 500 } }]);
-    assert.deepEqual(again, { results: [{ task_id: attempt.id, outcome: 'stale' }] });
+    await staleReport(attempt.agent_id, [{ task_id: attempt.id, attempt: 1, fencing_token: attempt.fencing_token, state: 'failed', error: { type: 'urn:duplex:problem:internal-error', title: 'Internal error', status: 500 } }]);
     assert.equal(await snapshot(server.db), state);
   });
 
@@ -195,8 +200,7 @@ describe('task life through an agent', () => {
   it('a report with a wrong fencing token is stale and changes nothing', async () => {
     const attempt = await dispatched({ kind: 'volume.create', storage_system_id: 'ss1', device: 'd0', params: { name: 'fenced', size_bytes: MiB } });
     const state = await snapshot(server.db);
-    const results = await report(attempt.agent_id, [{ task_id: attempt.id, attempt: 1, fencing_token: attempt.fencing_token + 1000, state: 'succeeded', result: {} }]);
-    assert.deepEqual(results, { results: [{ task_id: attempt.id, outcome: 'stale' }] });
+    await staleReport(attempt.agent_id, [{ task_id: attempt.id, attempt: 1, fencing_token: attempt.fencing_token + 1000, state: 'succeeded', result: {} }]);
     assert.equal(await snapshot(server.db), state);
     assert.equal((await taskRow(server.db, attempt.id))?.state, 'dispatched');
     assert.equal((await volumeRow(server.db, 'd0', 'fenced'))?.state, 'creating');
@@ -214,8 +218,7 @@ describe('task life through an agent', () => {
     const history: { state: string }[] = await server.db('task_history').where({ task_id: attempt.id }).orderBy('id').select('state');
     assert.deepEqual(history.map((row) => row.state).slice(0, 4), ['queued', 'dispatched', 'queued', 'dispatched']);
     // The old attempt's refusal, sent again, is stale.
-    const stale = await report(attempt.agent_id, [{ task_id: attempt.id, attempt: attempt.attempt, fencing_token: attempt.fencing_token, state: 'refused' }]);
-    assert.deepEqual(stale, { results: [{ task_id: attempt.id, outcome: 'stale' }] });
+    await staleReport(attempt.agent_id, [{ task_id: attempt.id, attempt: attempt.attempt, fencing_token: attempt.fencing_token, state: 'refused' }]);
   });
 
   it('a batch is judged report by report', async () => {
@@ -264,8 +267,7 @@ describe('task life through an agent', () => {
     });
     assert.ok(again.fencing_token! > attempt.fencing_token);
     assert.deepEqual(await historyOf(server.db, attempt.id), ['queued', 'dispatched', 'queued', 'dispatched']);
-    const lateReport = await report(agents.c1, [{ task_id: attempt.id, attempt: 1, fencing_token: attempt.fencing_token, state: 'succeeded' }]);
-    assert.deepEqual(lateReport.results, [{ task_id: attempt.id, outcome: 'stale' }]);
+    await staleReport(agents.c1, [{ task_id: attempt.id, attempt: 1, fencing_token: attempt.fencing_token, state: 'succeeded' }]);
     const current = await report(agents.c1, [{ task_id: attempt.id, attempt: 2, fencing_token: again.fencing_token!, state: 'succeeded' }]);
     assert.deepEqual(current.results, [{ task_id: attempt.id, outcome: 'applied' }]);
   });
@@ -292,8 +294,7 @@ describe('task dispatch to an unreachable agent', () => {
     assert.equal(row.cluster_id, null);
     assert.deepEqual(await historyOf(server.db, task.id), ['queued', 'dispatched', 'queued']);
     const stale = await postReports(server.app, agents.c0, [{ task_id: task.id, attempt: 1, fencing_token: row.fencing_token!, state: 'succeeded' }]);
-    assert.equal(stale.statusCode, 200);
-    assert.deepEqual(stale.json().results, [{ task_id: task.id, outcome: 'stale' }]);
+    assertProblem(stale, 409, 'stale-fencing-token');
     assert.equal((await taskRow(server.db, task.id))?.state, 'queued');
   });
 });
