@@ -26,6 +26,7 @@ export class AgentSupervisor {
   private readonly agents = new Map<string, SupervisedAgent>();
   private stopping = false;
   private fenced = false;
+  private spare: { child: ChildProcess; ready: boolean } | undefined;
   private healthTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -75,32 +76,70 @@ export class AgentSupervisor {
     for (const agent of this.agents.values()) agent.child?.send({ type: 'fence', fenced });
   }
 
+  /** The environment every agent of this cluster shares; agents need no database. */
+  private commonEnv(): Record<string, string | undefined> {
+    const { DATABASE_URL: _database, ...inherited } = process.env;
+    return {
+      ...inherited,
+      STORAGE_SYSTEM_ID: this.config.STORAGE_SYSTEM_ID,
+      CLUSTER_ID: this.config.CLUSTER_ID,
+      DRIVER_URL: this.config.DRIVER_URL,
+      CLUSTER_MANAGER_URL: this.config.CM_PUBLIC_URL,
+      AGENT_HOST: this.config.AGENT_HOST,
+      AGENT_PUBLIC_HOST: this.config.AGENT_PUBLIC_HOST ?? this.config.AGENT_HOST,
+      AGENT_PORT: '0',
+    };
+  }
+
+  private identityEnv(agent: SupervisedAgent): Record<string, string> {
+    return { AGENT_NAME: agent.identity.name, SERVER_ID: agent.server.id, SERVER_URL: agent.server.url };
+  }
+
+  /**
+   * A spare agent process, loaded and waiting for an identity. Starting Node and loading the
+   * agent takes most of a restart; a spare makes a crashed agent's replacement register
+   * within milliseconds instead of about a second.
+   */
+  private startSpare(): void {
+    if (this.stopping || this.spare) return;
+    const child = spawnTypeScript(agentEntry, { env: { ...this.commonEnv(), AGENT_STANDBY: '1' }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const spare = { child, ready: false };
+    this.spare = spare;
+    child.on('message', (message: unknown) => {
+      if ((message as { type?: unknown } | null)?.type === 'standby') spare.ready = true;
+    });
+    child.once('exit', () => {
+      if (this.spare !== spare) return;
+      this.spare = undefined;
+      if (!this.stopping) setTimeout(() => this.startSpare(), this.config.AGENT_RESTART_MAX_MS).unref();
+    });
+  }
+
+  private takeSpare(): ChildProcess | undefined {
+    const spare = this.spare;
+    if (!spare?.ready || spare.child.exitCode !== null) return undefined;
+    this.spare = undefined;
+    return spare.child;
+  }
+
   private launch(agent: SupervisedAgent): void {
     const startedAt = new Date();
-    // Agents need no database: everything they read comes through the cluster-manager.
-    const { DATABASE_URL: _database, ...inherited } = process.env;
-    const child = spawnTypeScript(agentEntry, {
-      env: {
-        ...inherited,
-        AGENT_NAME: agent.identity.name,
-        SERVER_ID: agent.server.id,
-        SERVER_URL: agent.server.url,
-        STORAGE_SYSTEM_ID: this.config.STORAGE_SYSTEM_ID,
-        CLUSTER_ID: this.config.CLUSTER_ID,
-        DRIVER_URL: this.config.DRIVER_URL,
-        CLUSTER_MANAGER_URL: this.config.CM_PUBLIC_URL,
-        AGENT_HOST: this.config.AGENT_HOST,
-        AGENT_PUBLIC_HOST: this.config.AGENT_PUBLIC_HOST ?? this.config.AGENT_HOST,
-        AGENT_PORT: '0',
-      },
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
+    const spare = this.takeSpare();
+    let child: ChildProcess;
+    if (spare) {
+      child = spare;
+      child.send({ type: 'assume', env: this.identityEnv(agent) });
+      if (this.fenced) child.send({ type: 'fence', fenced: true });
+    } else {
+      child = spawnTypeScript(agentEntry, { env: { ...this.commonEnv(), ...this.identityEnv(agent) }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      child.once('spawn', () => {
+        if (this.fenced) child.send({ type: 'fence', fenced: true });
+      });
+    }
+    setImmediate(() => this.startSpare());
     agent.child = child;
     agent.url = undefined;
     agent.failedChecks = 0;
-    child.once('spawn', () => {
-      if (this.fenced) child.send({ type: 'fence', fenced: true });
-    });
     agent.identity = { ...agent.identity, pid: child.pid ?? null, state: 'running', started_at: startedAt };
     this.persist(agent);
     child.on('message', (message: unknown) => {
@@ -134,6 +173,7 @@ export class AgentSupervisor {
   async stop(): Promise<void> {
     this.stopping = true;
     clearInterval(this.healthTimer);
+    this.spare?.child.kill('SIGTERM');
     const exits = [...this.agents.values()].map(async (agent) => {
       clearTimeout(agent.restartTimer);
       const child = agent.child;
