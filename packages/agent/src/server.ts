@@ -3,37 +3,49 @@ import { buildApp } from './app.ts';
 import { loadAgentConfig } from './config.ts';
 
 /** What the cluster-manager says over IPC; kept here until the app exists to act on it. */
-const supervisor = { fenced: false, onFence: (_fenced: boolean) => {} };
+const supervisor = {
+  fenced: false,
+  identity: undefined as Record<string, string> | undefined,
+  onFence: (_fenced: boolean) => {},
+  onIdentity: () => {},
+};
 process.on('message', (message: unknown) => {
-  const { type, fenced } = (message ?? {}) as { type?: unknown; fenced?: unknown };
+  const { type, fenced, env } = (message ?? {}) as { type?: unknown; fenced?: unknown; env?: Record<string, string> };
   if (type === 'fence' && typeof fenced === 'boolean') {
     supervisor.fenced = fenced;
     supervisor.onFence(fenced);
   }
+  if (type === 'assume' && env) {
+    supervisor.identity = env;
+    supervisor.onIdentity();
+  }
 });
 
-// A spare agent (AGENT_STANDBY=1) loads everything, then waits for its cluster-manager to give
-// it the identity of an agent that died, and starts as that agent.
-if (process.env.AGENT_STANDBY === '1') {
-  const identity = await new Promise<Record<string, string>>((resolve) => {
-    process.on('message', (message: unknown) => {
-      const { type, env } = (message ?? {}) as { type?: unknown; env?: Record<string, string> };
-      if (type === 'assume' && env) resolve(env);
-    });
-    process.send?.({ type: 'standby' });
-  });
-  Object.assign(process.env, identity);
-  delete process.env.AGENT_STANDBY;
-}
+/** A spare takes its identity later; until then it is built and ready under a placeholder one. */
+const standby = process.env.AGENT_STANDBY === '1';
+const placeholder = { AGENT_NAME: 'standby', SERVER_ID: 'standby', SERVER_URL: 'http://127.0.0.1:9' };
 
 await runService('duplex agent', async () => {
-  const config = loadAgentConfig();
+  const config = loadAgentConfig(standby ? { ...process.env, ...placeholder } : process.env);
   const app = await buildApp({ config });
   app.agent.fenced = supervisor.fenced;
   supervisor.onFence = (fenced) => {
     app.agent.fenced = fenced;
     app.log.warn({ fenced }, fenced ? 'fenced by the cluster-manager: refusing tasks' : 'no longer fenced');
   };
+  if (standby) {
+    // A spare agent has everything loaded and every route compiled, then waits for the
+    // cluster-manager to give it the identity of an agent that died, and starts as that agent.
+    await app.ready();
+    const identity = await new Promise<Record<string, string>>((resolve) => {
+      supervisor.onIdentity = () => resolve(supervisor.identity!);
+      if (supervisor.identity) resolve(supervisor.identity);
+      process.send?.({ type: 'standby' });
+    });
+    Object.assign(config, loadAgentConfig({ ...process.env, ...identity }));
+    // pino's setBindings names the agent in every later log line.
+    (app.log as unknown as { setBindings(bindings: object): void }).setBindings({ service: `agent-${config.AGENT_NAME}` });
+  }
   return {
     app,
     host: config.AGENT_HOST,

@@ -13,6 +13,7 @@ interface SupervisedAgent {
   quickExits: number;
   restartTimer: NodeJS.Timeout | undefined;
   failedChecks: number;
+  persisting: Promise<void>;
 }
 
 /** An agent that ran this long before exiting is restarted without backoff. */
@@ -47,7 +48,7 @@ export class AgentSupervisor {
         restarts: 0,
         started_at: new Date(),
       };
-      const agent: SupervisedAgent = { server, identity, child: undefined, url: undefined, quickExits: 0, restartTimer: undefined, failedChecks: 0 };
+      const agent: SupervisedAgent = { server, identity, child: undefined, url: undefined, quickExits: 0, restartTimer: undefined, failedChecks: 0, persisting: Promise.resolve() };
       this.agents.set(server.id, agent);
       this.launch(agent);
     }
@@ -160,10 +161,14 @@ export class AgentSupervisor {
     });
   }
 
+  /** Writes one agent's identity changes in order, so a quick restart cannot be overwritten by the exit before it. */
   private persist(agent: SupervisedAgent): void {
-    saveAgentIdentity(this.db, agent.identity).catch((error: unknown) => {
-      this.log.warn({ err: error, agent: agent.identity.name }, 'could not store the agent identity');
-    });
+    const identity = agent.identity;
+    agent.persisting = agent.persisting
+      .then(() => saveAgentIdentity(this.db, identity))
+      .catch((error: unknown) => {
+        this.log.warn({ err: error, agent: identity.name }, 'could not store the agent identity');
+      });
   }
 
   urls(): string[] {
@@ -184,7 +189,8 @@ export class AgentSupervisor {
       await exited;
       clearTimeout(killer);
       agent.identity = { ...agent.identity, pid: null, state: 'stopped' };
-      await saveAgentIdentity(this.db, agent.identity).catch(() => undefined);
+      this.persist(agent);
+      await agent.persisting;
     });
     await Promise.all(exits);
   }
