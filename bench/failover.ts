@@ -10,8 +10,8 @@
  * (the harness passes it on to every process), e.g. AGENT_LEASE_TTL_MS=2000. See bench/README.md.
  */
 import { randomBytes } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, hostname, loadavg, totalmem } from 'node:os';
+import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, hostname, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TopologyHarness } from '@duplex/harness';
@@ -19,7 +19,7 @@ import { ServerClient } from './lib/api.ts';
 import { parseOptions } from './lib/args.ts';
 import { device, emptyResult, roundOrder, storageSystemId, trials, type BenchContext, type TrialResult } from './lib/faults.ts';
 import { LogTail } from './lib/logs.ts';
-import { isAgentProcess, liveAgentProcesses } from './lib/probe.ts';
+import { scanOwnedProcesses } from './lib/probe.ts';
 import { phaseTable, resultsTable, seconds, settingsTable, summarizeFault, targets } from './lib/report.ts';
 import { timingSettings } from './lib/settings.ts';
 
@@ -38,6 +38,14 @@ log(`failover benchmark ${runId}: ${options.trials} trial(s) of ${options.only.j
 console.log('## Timing settings in force\n');
 console.log(settingsTable(settings));
 console.log('');
+
+// The harness makes its folder (Postgres data, file devices, logs) with mkdtemp in
+// os.tmpdir(). Give it a private parent, so that a clean-up of /tmp/duplex-harness-* by
+// another job on the same machine cannot pull the database out from under a long run.
+const privateTmp = mkdtempSync(join(process.env.BENCH_TMPDIR ?? tmpdir(), 'failover-bench-'));
+// As root, the embedded Postgres runs as its own user, which reads its password file from here.
+chmodSync(privateTmp, 0o755);
+process.env.TMPDIR = privateTmp;
 
 let harness: TopologyHarness | undefined;
 let stopping = false;
@@ -61,17 +69,20 @@ async function shutdown(code: number): Promise<never> {
   const keepAlive = setInterval(() => undefined, 1_000);
   if (!stopping && harness) {
     stopping = true;
-    // The harness stops the agents its cluster-managers know of; an agent orphaned by a
-    // killed cluster-manager (see the cluster-loss trial) is found by its registration.
-    const managerUrls = managerUrlsOf(harness);
-    const agents = await liveAgentProcesses(harness.db, managerUrls).catch(() => []);
+    // The harness stops the agents its cluster-managers know of. Anything else this run
+    // started (an agent or spare orphaned by a killed cluster-manager, or everything when
+    // the stop timed out) still carries the run's TMPDIR: end it by its pid.
     await withTimeout('stopping the harness', harness.stop(), 45_000);
-    for (const agent of agents) {
-      if (!isAgentProcess(agent.pid, agent.name, managerUrls.get(agent.cluster_id) ?? '')) continue;
-      log(`agent ${agent.name} (pid ${agent.pid}) outlived the harness; killing it`);
-      process.kill(agent.pid, 'SIGKILL');
+    for (const owned of scanOwnedProcesses(privateTmp, managerUrlsOf(harness))) {
+      log(`process ${owned.pid}${owned.agentName ? ` (agent ${owned.agentName})` : owned.clusterId ? ` (spare agent of ${owned.clusterId})` : ''} outlived the harness; killing it`);
+      try {
+        process.kill(owned.pid, 'SIGKILL');
+      } catch {
+        // gone meanwhile
+      }
     }
   }
+  rmSync(privateTmp, { recursive: true, force: true });
   clearInterval(keepAlive);
   process.exit(code);
 }
@@ -107,6 +118,7 @@ try {
     runId,
     trialTimeoutMs: options.trialTimeoutMs,
     managerUrls: managerUrlsOf(running),
+    marker: privateTmp,
     logs: new LogTail(join(running.directory, 'logs')),
     log,
   };

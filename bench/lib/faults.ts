@@ -16,11 +16,11 @@ import {
   agentRegistration,
   agentUptime,
   clusterLeaseExpiry,
-  liveAgentProcesses,
   inventoryReportedAt,
   isAgentProcess,
   milestone,
   openTaskCount,
+  scanOwnedProcesses,
   serverLeaseExpiry,
   taskMilestones,
   topologyMilestones,
@@ -43,6 +43,8 @@ export interface BenchContext {
   trialTimeoutMs: number;
   /** Each cluster's manager URL, by cluster id: agents carry it in their environment. */
   managerUrls: Map<string, string>;
+  /** The private TMPDIR every process of this benchmark inherits; it tells ours from others' in /proc. */
+  marker: string;
   logs: LogTail;
   log(line: string): void;
 }
@@ -110,9 +112,34 @@ function taskBody(ctx: BenchContext, fault: FaultId, trial: number): { body: Tas
   };
 }
 
+/** The pid of the running cluster-manager of a cluster, as the harness launched it. */
+function managerPid(ctx: BenchContext, clusterId: string): number | undefined {
+  const running = ctx.harness.processes.get(`cluster-manager-${storageSystemId}-${clusterId}`);
+  return running && running.child.exitCode === null && running.child.signalCode === null ? running.child.pid : undefined;
+}
+
+/**
+ * Kills agent processes whose cluster-manager is not their parent: orphans of a killed
+ * cluster-manager that nobody stopped. Two processes under one agent name take turns
+ * re-registering (each one's heartbeat is refused as a stale incarnation), which would
+ * spoil every later trial.
+ */
+function reapOrphans(ctx: BenchContext, result: TrialResult): void {
+  for (const owned of scanOwnedProcesses(ctx.marker, ctx.managerUrls)) {
+    if (!owned.node || owned.clusterId === undefined || owned.ppid === managerPid(ctx, owned.clusterId)) continue;
+    try {
+      process.kill(owned.pid, 'SIGKILL');
+      result.notes.push(`orphaned ${owned.agentName ? `agent ${owned.agentName}` : 'spare agent'} of ${owned.clusterId} (pid ${owned.pid}, parent ${owned.ppid}) was still running; killed it`);
+    } catch {
+      // gone meanwhile
+    }
+  }
+}
+
 /** Waits until the topology is in its steady state; `stableAgent` must also have run long enough to be restarted without backoff. */
 async function steady(ctx: BenchContext, result: TrialResult, stableAgent?: string): Promise<void> {
   const { harness, servers } = ctx;
+  reapOrphans(ctx, result);
   await waitUntil('both servers ready', async () => ((await servers.A.ready()) && (await servers.B.ready()) ? true : undefined), 60_000, 100);
   await harness.waitForAgents(4, 60_000);
   for (const server of [servers.A, servers.B]) {
@@ -135,7 +162,7 @@ async function steady(ctx: BenchContext, result: TrialResult, stableAgent?: stri
     await waitUntil(
       `${stableAgent} to have run ${AGENT_STABLE_RUN_MS} ms`,
       async () => {
-        const uptime = await agentUptime(harness.db, stableAgent, managerUrl(ctx, stableAgent), Date.now());
+        const uptime = await agentUptime(harness.db, stableAgent, ctx.marker, managerUrl(ctx, stableAgent), Date.now());
         return uptime !== undefined && uptime >= AGENT_STABLE_RUN_MS + 250 ? true : undefined;
       },
       60_000,
@@ -153,7 +180,7 @@ function managerUrl(ctx: BenchContext, agentName: string): string {
 }
 
 async function livePid(ctx: BenchContext, name: string): Promise<number> {
-  const registration = await agentProcess(ctx.harness.db, name, managerUrl(ctx, name));
+  const registration = await agentProcess(ctx.harness.db, name, ctx.marker, managerUrl(ctx, name));
   if (!registration) throw new Error(`agent ${name} has no live registered process`);
   return registration.pid;
 }
@@ -254,7 +281,7 @@ async function agentPhases(ctx: BenchContext, result: TrialResult, t0: number): 
   // The registration carries the pid the live agent reported itself; the stored identity should agree.
   const identity = await agentIdentity(ctx.harness.db, victimAgent);
   const url = managerUrl(ctx, victimAgent);
-  if (registration && identity && isAgentProcess(registration.pid, victimAgent, url) && (identity.pid !== registration.pid || identity.state !== 'running')) {
+  if (registration && identity && isAgentProcess(registration.pid, ctx.marker, url) && (identity.pid !== registration.pid || identity.state !== 'running')) {
     result.notes.push(`agent_identities is stale: ${victimAgent} stored as ${identity.state} pid ${identity.pid ?? 'null'} while pid ${registration.pid} runs`);
   }
 }
@@ -365,17 +392,29 @@ const clusterLoss: Trial = async (ctx, trial) => {
   const result = emptyResult('cluster-loss', trial);
   await steady(ctx, result);
   const { harness, servers } = ctx;
+  // killCluster finds the agents through the cluster-manager's agent_identities rows. Check
+  // in /proc that none survived: a survivor keeps serving (and re-registering for) a dead cluster.
+  const identities = await harness.agentPids();
   const t0 = Date.now();
   await harness.killCluster('c0');
-  // killCluster finds the agents through the cluster-manager's agent_identities rows; an
-  // agent whose row is stale would survive as an orphan and keep serving a dead cluster.
-  const survivors = (await liveAgentProcesses(harness.db, ctx.managerUrls)).filter((agent) => agent.cluster_id === 'c0');
-  for (const agent of survivors) {
-    process.kill(agent.pid, 'SIGKILL');
-    result.notes.push(`killCluster missed agent ${agent.name} (pid ${agent.pid}); killed it`);
-  }
   try {
-    const outcome = await submitAndFollow(ctx, servers.A, 'cluster-loss', trial, t0, result);
+    const following = submitAndFollow(ctx, servers.A, 'cluster-loss', trial, t0, result);
+    await sleep(100); // SIGKILL is not instant
+    const registrations = await agentPidsByRegistration(harness);
+    for (const owned of scanOwnedProcesses(ctx.marker, ctx.managerUrls).filter((candidate) => candidate.node && candidate.clusterId === 'c0')) {
+      try {
+        process.kill(owned.pid, 'SIGKILL');
+      } catch {
+        continue;
+      }
+      const name = owned.agentName ?? registrations.get(owned.pid);
+      result.notes.push(
+        name
+          ? `killCluster left agent ${name} (pid ${owned.pid}) alive: agent_identities gave ${identities.has(name) ? `pid ${identities.get(name)}` : 'no pid'}; killed it ${Date.now() - t0} ms after the fault`
+          : `killCluster left c0's spare agent (pid ${owned.pid}) alive; killed it ${Date.now() - t0} ms after the fault`,
+      );
+    }
+    const outcome = await following;
     const leaseEnd = await clusterLeaseExpiry(harness.db, storageSystemId, 'c0');
     if (leaseEnd) result.phases.lease_expired = leaseEnd.getTime() - t0;
     result.milestones.push(...milestone(leaseEnd, t0, "c0's lease ran out"));
@@ -392,6 +431,12 @@ const clusterLoss: Trial = async (ctx, trial) => {
   }
   return result;
 };
+
+/** Registered agents by the pid they reported. */
+async function agentPidsByRegistration(harness: TopologyHarness): Promise<Map<number, string>> {
+  const rows: { name: string; pid: number }[] = await harness.db('agents').select('name', 'pid');
+  return new Map(rows.map((row) => [row.pid, row.name]));
+}
 
 /** Starts c0's driver and manager again and fails c0 back through server A. */
 async function restoreCluster(ctx: BenchContext, result: TrialResult): Promise<void> {

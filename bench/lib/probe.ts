@@ -2,7 +2,7 @@
  * What the benchmark reads from Postgres: whether the topology is back in its steady state
  * before a trial, and, after a trial, the moments that explain where its time went.
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import type { Database } from '@duplex/shared';
 
 export interface Milestone {
@@ -57,43 +57,94 @@ export async function agentRegistration(db: Database, name: string): Promise<Age
   return row;
 }
 
-/**
- * Whether `pid` is a live agent process named `name` that reports to the cluster-manager at
- * `managerUrl` (read from /proc, so that a recycled pid is never signalled).
- */
-export function isAgentProcess(pid: number, name: string, managerUrl: string): boolean {
+interface ProcInfo {
+  pid: number;
+  ppid: number;
+  /** The process's first argument: the executable. */
+  exe: string;
+  state: string;
+  environment: Map<string, string>;
+}
+
+/** What /proc says about a process; undefined when it is gone or not readable. Linux only. */
+function procInfo(pid: number): ProcInfo | undefined {
   try {
-    const environment = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
-    return environment.includes(`AGENT_NAME=${name}`) && environment.includes(`CLUSTER_MANAGER_URL=${managerUrl}`);
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const environment = new Map<string, string>();
+    for (const entry of readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0')) {
+      const equals = entry.indexOf('=');
+      if (equals > 0) environment.set(entry.slice(0, equals), entry.slice(equals + 1));
+    }
+    return { pid, ppid: Number(fields[1]), exe: readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0] ?? '', state: fields[0] ?? '', environment };
   } catch {
-    return false;
+    return undefined;
   }
 }
 
 /**
- * The live process of the named agent, from its registration (the pid the agent reported
- * itself), checked against /proc. The cluster-manager's agent_identities row is not used:
- * it can be stale (see the README's findings).
+ * Every process this benchmark started, directly or not, is marked: the benchmark gives the
+ * harness a private TMPDIR, and each process inherits it (the environment in /proc is the one
+ * the process was started with). Zombies are left out.
  */
-export async function agentProcess(db: Database, name: string, managerUrl: string): Promise<AgentRow | undefined> {
+export interface OwnedProcess {
+  pid: number;
+  ppid: number;
+  /** A Node process (servers, drivers, cluster-managers, agents), not Postgres or esbuild. */
+  node: boolean;
+  /** For agents and spare agents: the cluster whose manager launched it. */
+  clusterId: string | undefined;
+  /** AGENT_NAME as the process was started with it; a spare agent gets its name later, over IPC. */
+  agentName: string | undefined;
+}
+
+export function scanOwnedProcesses(marker: string, managerUrls: Map<string, string>): OwnedProcess[] {
+  const clusterOf = new Map([...managerUrls].map(([clusterId, url]) => [url, clusterId]));
+  let entries: string[];
+  try {
+    entries = readdirSync('/proc').filter((entry) => /^\d+$/.test(entry));
+  } catch {
+    return [];
+  }
+  const found: OwnedProcess[] = [];
+  for (const entry of entries) {
+    const pid = Number(entry);
+    if (pid === process.pid) continue;
+    const info = procInfo(pid);
+    if (!info || info.environment.get('TMPDIR') !== marker || info.state === 'Z' || info.state === 'X') continue;
+    const url = info.environment.get('CLUSTER_MANAGER_URL');
+    found.push({
+      pid,
+      ppid: info.ppid,
+      node: info.exe === process.execPath,
+      clusterId: url === undefined ? undefined : clusterOf.get(url),
+      agentName: info.environment.get('AGENT_NAME'),
+    });
+  }
+  return found;
+}
+
+/** Whether `pid` is a live agent process (or a spare that became one) of this benchmark in the cluster whose manager is at `managerUrl`. */
+export function isAgentProcess(pid: number, marker: string, managerUrl: string): boolean {
+  const info = procInfo(pid);
+  return info !== undefined && info.state !== 'Z' && info.exe === process.execPath && info.environment.get('TMPDIR') === marker && info.environment.get('CLUSTER_MANAGER_URL') === managerUrl;
+}
+
+/**
+ * The live process of the named agent, from its registration (the pid the agent reported
+ * itself), checked against /proc so that a recycled pid is never signalled. The
+ * cluster-manager's agent_identities row is not used: it can be stale (see the README).
+ */
+export async function agentProcess(db: Database, name: string, marker: string, managerUrl: string): Promise<AgentRow | undefined> {
   const registration = await agentRegistration(db, name);
-  return registration && isAgentProcess(registration.pid, name, managerUrl) ? registration : undefined;
+  return registration && isAgentProcess(registration.pid, marker, managerUrl) ? registration : undefined;
 }
 
 /** How long the named agent's current process has been running with a live registration, in ms; undefined when it has none. */
-export async function agentUptime(db: Database, name: string, managerUrl: string, now: number): Promise<number | undefined> {
-  const registration = await agentProcess(db, name, managerUrl);
+export async function agentUptime(db: Database, name: string, marker: string, managerUrl: string, now: number): Promise<number | undefined> {
+  const registration = await agentProcess(db, name, marker, managerUrl);
   if (!registration || registration.lease_expires_at.getTime() <= now) return undefined;
   return now - registration.started_at.getTime();
-}
-
-/** Every registered agent whose process is still alive, for the cluster-manager URLs given (cluster id → URL). */
-export async function liveAgentProcesses(db: Database, managerUrls: Map<string, string>): Promise<{ name: string; pid: number; cluster_id: string }[]> {
-  const rows: { name: string; pid: number; cluster_id: string }[] = await db('agents').select('name', 'pid', 'cluster_id');
-  return rows.filter((row) => {
-    const url = managerUrls.get(row.cluster_id);
-    return url !== undefined && isAgentProcess(row.pid, row.name, url);
-  });
 }
 
 export async function openTaskCount(db: Database): Promise<number> {
