@@ -20,6 +20,7 @@ import {
   isAgentProcess,
   milestone,
   openTaskCount,
+  processAgeMs,
   scanOwnedProcesses,
   serverLeaseExpiry,
   taskMilestones,
@@ -68,6 +69,8 @@ export interface TrialResult {
   /** Named moments of the failover, in ms since the injection, for the phase table. */
   phases: Record<string, number>;
   milestones: Milestone[];
+  /** Agent faults: the age of c0's spare agent process just before the fault (null: none). */
+  spare_age_ms: number | null;
   /** The machine's 1-minute load average when the trial began (CPU contention shows in the figures). */
   load_avg_1m: number | null;
   /** The processes' log lines from the injection to the end of the trial (request logs left out). */
@@ -98,6 +101,7 @@ export function emptyResult(fault: FaultId, trial: number): TrialResult {
     error: null,
     phases: {},
     milestones: [],
+    spare_age_ms: null,
     load_avg_1m: null,
     log_lines: [],
     notes: [],
@@ -263,6 +267,25 @@ async function settle(ctx: BenchContext, result: TrialResult, t0: number, outcom
 }
 
 /**
+ * Notes whether c0's cluster-manager had a spare agent (a loaded process without an
+ * identity, its child) and how old it was, just before the fault: a crash is replaced from
+ * the spare at once, without one the replacement is a cold start.
+ */
+async function noteSpare(ctx: BenchContext, result: TrialResult): Promise<void> {
+  const manager = managerPid(ctx, 'c0');
+  // An agent that started as a spare has no AGENT_NAME in /proc either; its registration tells it apart.
+  const registered = new Set((await agentPidsByRegistration(ctx.harness)).keys());
+  const spares = scanOwnedProcesses(ctx.marker, ctx.managerUrls).filter(
+    (owned) => owned.node && owned.clusterId === 'c0' && owned.ppid === manager && owned.agentName === undefined && !registered.has(owned.pid),
+  );
+  const ages = spares.flatMap((spare) => {
+    const age = processAgeMs(spare.pid);
+    return age === undefined ? [] : [age];
+  });
+  result.spare_age_ms = ages.length > 0 ? Math.max(...ages) : null;
+}
+
+/**
  * When the victim agent came back, from the logs and its registration: the cluster-manager
  * found it hung, saw it exit, the new process listened, and registered with server A. Also
  * notes when the cluster-manager's stored identity of the agent disagrees with the live process.
@@ -274,6 +297,8 @@ async function agentPhases(ctx: BenchContext, result: TrialResult, t0: number): 
   const exited = first((line) => line.msg.startsWith('agent exited') && about(line.detail));
   const listening = first((line) => line.service === `agent-${victimAgent}` && line.msg.startsWith('Server listening'));
   if (hung !== undefined) result.phases.hang_detected = hung;
+  const backoff = result.log_lines.find((line) => line.ms >= 0 && line.msg.startsWith('agent exited') && about(line.detail))?.detail.match(/"restart_in_ms":(\d+)/);
+  if (backoff && Number(backoff[1]) > 0) result.notes.push(`the cluster-manager restarted ${victimAgent} after a ${backoff[1]} ms crash-loop backoff`);
   if (exited !== undefined) result.phases.exit_seen = exited;
   if (listening !== undefined) result.phases.listening = listening;
   const registration = await agentRegistration(ctx.harness.db, victimAgent);
@@ -302,6 +327,7 @@ const agentCrash: Trial = async (ctx, trial) => {
   const result = emptyResult('agent-crash', trial);
   await steady(ctx, result, victimAgent);
   const pid = await livePid(ctx, victimAgent);
+  await noteSpare(ctx, result);
   const t0 = Date.now();
   process.kill(pid, 'SIGKILL');
   const outcome = await submitAndFollow(ctx, ctx.servers.A, 'agent-crash', trial, t0, result);
@@ -318,6 +344,7 @@ const agentHang: Trial = async (ctx, trial) => {
   const result = emptyResult('agent-hang', trial);
   await steady(ctx, result, victimAgent);
   const pid = await livePid(ctx, victimAgent);
+  await noteSpare(ctx, result);
   const t0 = Date.now();
   process.kill(pid, 'SIGSTOP');
   try {

@@ -140,11 +140,30 @@ export async function agentProcess(db: Database, name: string, marker: string, m
   return registration && isAgentProcess(registration.pid, marker, managerUrl) ? registration : undefined;
 }
 
-/** How long the named agent's current process has been running with a live registration, in ms; undefined when it has none. */
+/**
+ * How long the named agent has been running as far as its cluster-manager is concerned
+ * (agent_identities.started_at: when it launched the process, or handed a spare the
+ * identity; the same moment its crash-loop backoff counts from), in ms. Undefined unless the
+ * stored identity, the registration and /proc agree on one live, registered process.
+ */
 export async function agentUptime(db: Database, name: string, marker: string, managerUrl: string, now: number): Promise<number | undefined> {
   const registration = await agentProcess(db, name, marker, managerUrl);
+  const identity = await agentIdentity(db, name);
   if (!registration || registration.lease_expires_at.getTime() <= now) return undefined;
-  return now - registration.started_at.getTime();
+  if (!identity || identity.state !== 'running' || identity.pid !== registration.pid) return undefined;
+  return now - identity.started_at.getTime();
+}
+
+/** How long ago the process started, from /proc (Linux clock ticks are 100 a second). */
+export function processAgeMs(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const startTicks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+    const uptimeSeconds = Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]);
+    return Number.isFinite(startTicks) && Number.isFinite(uptimeSeconds) ? Math.round(uptimeSeconds * 1000 - startTicks * 10) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export async function openTaskCount(db: Database): Promise<number> {

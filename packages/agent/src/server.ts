@@ -21,6 +21,11 @@ process.on('message', (message: unknown) => {
   }
 });
 
+// An agent launched by a cluster-manager ends with it: otherwise a restarted cluster-manager
+// would launch a second process under the same identity, and the two would take turns
+// registering and requeueing each other's work.
+if (process.send) process.once('disconnect', () => process.exit(1));
+
 /** A spare takes its identity later; until then it is built and ready under a placeholder one. */
 const standby = process.env.AGENT_STANDBY === '1';
 const placeholder = { AGENT_NAME: 'standby', SERVER_ID: 'standby', SERVER_URL: 'http://127.0.0.1:9' };

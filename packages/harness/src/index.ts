@@ -208,7 +208,8 @@ export class TopologyHarness {
     }
     if (this.testDatabase) await this.testDatabase.drop();
     else await this.db?.destroy();
-    await this.postgres?.stop().catch(() => undefined);
+    // Stopping a Postgres that already died never settles; do not let that hang the run.
+    await Promise.race([this.postgres?.stop().catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 10_000).unref())]);
     // KEEP_HARNESS=1 keeps the logs and devices for a post-mortem.
     if (process.env.KEEP_HARNESS) process.stderr.write(`harness kept in ${this.directory}\n`);
     else rmSync(this.directory, { recursive: true, force: true });

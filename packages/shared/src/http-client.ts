@@ -57,6 +57,8 @@ export class JsonClient {
         body: payload,
         headersTimeout: timeoutMs,
         bodyTimeout: timeoutMs,
+        // undici checks its own timeouts on a coarse timer (about 0.5 s); health checks need the exact bound.
+        signal: AbortSignal.timeout(timeoutMs),
       });
       const text = await response.body.text();
       return { status: response.statusCode, headers: response.headers, body: (text ? JSON.parse(text) : undefined) as T };
