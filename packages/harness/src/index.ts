@@ -104,6 +104,25 @@ export class TopologyHarness {
       await Promise.all(specs.filter((spec) => spec.role === role).map((spec) => this.launch(spec)));
     }
     await this.waitForAgents(4);
+    await this.waitForInventory();
+  }
+
+  /** Waits until every server has been told of every device (the agents report after registering). */
+  async waitForInventory(timeoutMs = 30_000): Promise<void> {
+    const expected = this.topology.storage_systems.reduce((sum, system) => sum + system.devices.length, 0);
+    for (const server of this.topology.servers) {
+      await waitFor(
+        `server ${server.id} to know every device`,
+        async () => {
+          const response = await fetch(`${server.url}/v1/storage-systems/ss1/devices?limit=500`);
+          if (response.status !== 200) return undefined;
+          const body = (await response.json()) as { items: unknown[] };
+          return body.items.length >= expected ? true : undefined;
+        },
+        timeoutMs,
+        100,
+      );
+    }
   }
 
   private async launch(spec: ProcessSpec): Promise<void> {
