@@ -20,9 +20,9 @@ describe('README', () => {
 
   it('gives the run and test commands that CI uses', () => {
     const ci = readFileSync(`${repositoryRoot}.ci/run`, 'utf8');
-    const testCommand = 'npx --yes pnpm@12.4.2 install && npx --yes pnpm@12.4.2 test';
+    const testCommand = 'npx --yes pnpm@12.4.2 install && npm test';
     assert.ok(readme.includes(testCommand));
     assert.ok(ci.includes(testCommand));
-    assert.ok(readme.includes('npx --yes pnpm@12.4.2 install && npx --yes pnpm@12.4.2 start'));
+    assert.ok(readme.includes('npx --yes pnpm@12.4.2 install && npm start'));
   });
 });
