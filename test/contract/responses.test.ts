@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { loadContract, type AgentApi, type ClusterManagerApi, type ContractName, type DriverApi, type ServerApi } from '@duplex/contracts';
 import type { MemoryDeviceStore } from '@duplex/driver';
-import { createTestDatabase, freePort, waitFor, type TestDatabase } from '@duplex/testkit';
+import { createTestDatabase, EventStreamClient, freePort, parsePrometheusText, waitFor, type TestDatabase } from '@duplex/testkit';
 import { ContractRecorder } from './support/contract-recorder.ts';
 import { agentApp, clusterManagerApp, driverApp, GiB, listen, MiB, serverApp, type App, type InjectRequest, type InjectResponse } from './support/services.ts';
 
@@ -29,9 +29,13 @@ type AgentStatus = AgentApi.components['schemas']['AgentStatus'];
 type TaskDispatch = AgentApi.components['schemas']['TaskDispatch'];
 type Inventory = ClusterManagerApi.components['schemas']['Inventory'];
 type AgentProcessList = ClusterManagerApi.components['schemas']['AgentProcessList'];
+type Event = ServerApi.components['schemas']['Event'];
+type EventList = ServerApi.components['schemas']['EventList'];
 type ExecutionRequest = DriverApi.components['schemas']['ExecutionRequest'];
 type ExecutionResult = DriverApi.components['schemas']['ExecutionResult'];
 type DeviceReport = DriverApi.components['schemas']['DeviceReport'];
+type DeviceWatch = DriverApi.components['schemas']['DeviceWatch'];
+type Device = ServerApi.components['schemas']['Device'];
 
 // The agent process the cluster-manager launches logs to this test's output; only errors are wanted.
 process.env.LOG_LEVEL = 'error';
@@ -113,9 +117,21 @@ function assertProblem(response: InjectResponse, code: string): Problem {
   return problem;
 }
 
-/** The operational routes every service has: health, the document, and a refused query. */
+/** A metric of each service's own, declared on /metrics from the start. */
+const ownMetric: Record<ContractName, string> = {
+  server: 'duplex_tasks',
+  agent: 'duplex_agent_tasks_total',
+  'cluster-manager': 'duplex_inventory_version',
+  driver: 'duplex_driver_executions_total',
+};
+
+/** The operational routes every service has: health, metrics, the document, and a refused query. */
 async function checkOperationalRoutes(name: ContractName, app: App): Promise<void> {
   const recorder = recorders[name];
+  const metrics = parsePrometheusText((await recorder.call(app, 'getMetrics', 200, { method: 'GET', url: '/metrics' })).body);
+  assert.equal(metrics.families.get('nodejs_eventloop_lag_seconds')?.type, 'gauge');
+  assert.equal(metrics.families.get('duplex_http_request_duration_seconds')?.type, 'histogram');
+  assert.ok(metrics.families.has(ownMetric[name]), `${name} declares ${ownMetric[name]}`);
   const health = await recorder.call(app, 'getHealth', 200, { method: 'GET', url: '/healthz' });
   assert.deepEqual(health.json(), { status: 'ok' });
   const document = await recorder.call(app, 'getOpenApiDocument', 200, { method: 'GET', url: '/openapi.json' });
@@ -234,6 +250,29 @@ describe('driver', () => {
     assertProblem(malformed, 'malformed-json');
     const text = await onDriver('execute', 415, { method: 'POST', url: '/v1/executions', headers: { 'content-type': 'text/plain' }, payload: 'probe d0' });
     assertProblem(text, 'unsupported-media-type');
+  });
+
+  it('creates devices and numbers each probe that finds a change', async () => {
+    const created = await onDriver('provisionDevice', 201, { method: 'POST', url: '/v1/devices', payload: { id: 'd3', home_cluster: 'c1', capacity_bytes: MiB } });
+    assert.deepEqual([created.json<DeviceReport>().id, created.json<DeviceReport>().state], ['d3', 'available']);
+    assertProblem(await onDriver('provisionDevice', 409, { method: 'POST', url: '/v1/devices', payload: { id: 'd3', home_cluster: 'c1', capacity_bytes: MiB } }), 'device-exists');
+    assertProblem(await onDriver('provisionDevice', 400, { method: 'POST', url: '/v1/devices', payload: { id: 'D3', home_cluster: 'c1', capacity_bytes: MiB } }), 'validation-failed');
+
+    const first = (await onDriver('watchDevices', 200, { method: 'GET', url: '/v1/device-changes?wait_ms=0' })).json<DeviceWatch>();
+    assert.ok(first.devices.some((status) => status.id === 'd3'));
+    // Nothing changes: the long poll answers with the same generation when its wait is over.
+    const quiet = (await onDriver('watchDevices', 200, { method: 'GET', url: `/v1/device-changes?after=${first.generation}&instance_id=${first.instance_id}&wait_ms=50` })).json<DeviceWatch>();
+    assert.equal(quiet.generation, first.generation);
+    const waiting = onDriver('watchDevices', 200, { method: 'GET', url: `/v1/device-changes?after=${first.generation}&instance_id=${first.instance_id}&wait_ms=10000` });
+    store.setFault('d3', 'controller lost');
+    await driver.deviceWatch.probe();
+    const changed = (await waiting).json<DeviceWatch>();
+    assert.equal(changed.generation, first.generation + 1);
+    assert.deepEqual(changed.devices.find((status) => status.id === 'd3'), { id: 'd3', home_cluster: 'c1', capacity_bytes: MiB, state: 'unavailable', reason: 'controller lost' });
+    // Another run of the driver (another instance id) answers at once.
+    const other = (await onDriver('watchDevices', 200, { method: 'GET', url: `/v1/device-changes?after=${changed.generation}&instance_id=another&wait_ms=10000` })).json<DeviceWatch>();
+    assert.equal(other.generation, changed.generation);
+    assertProblem(await onDriver('watchDevices', 400, { method: 'GET', url: '/v1/device-changes?wait_ms=-1' }), 'validation-failed');
   });
 
   it('is not ready, and cannot discover, when its devices cannot be listed', async () => {
@@ -547,18 +586,19 @@ describe('server', () => {
     assert.equal(task.result, null);
     assert.ok(task.finished_at);
 
-    // The cluster-manager stores the change and broadcasts it; the agent reports it to the server.
-    const previous = clusterManager.app.clusterManager.inventory?.version ?? 0;
-    const inventory = await clusterManager.app.clusterManager.refreshInventory('contract test');
-    assert.equal(inventory.version, previous + 1);
+    // The driver's probe finds the fault by itself; the cluster-manager stores the change and
+    // broadcasts it; the agent reports it to the server.
     await waitFor('the server to see d1 unavailable', async () => {
       const response = await server.app.inject({ method: 'GET', url: '/v1/storage-systems/ss1/devices?state=unavailable' });
       return response.json<DeviceList>().items.some((device) => device.id === 'd1') ? true : undefined;
     });
+    const stored = clusterManager.app.clusterManager.inventory!.version;
     const unavailable = (await onServer('listDevices', 200, { method: 'GET', url: '/v1/storage-systems/ss1/devices?state=unavailable' })).json<DeviceList>();
-    assert.deepEqual(unavailable.items.map((device) => [device.id, device.reason, device.inventory_version]), [['d1', 'the device does not answer', previous + 1]]);
+    assert.deepEqual(unavailable.items.map((device) => [device.id, device.reason, device.inventory_version]), [['d1', 'the device does not answer', stored]]);
     const current = (await onManager('getInventory', 200, { method: 'GET', url: '/v1/inventory' })).json<Inventory>();
-    assert.equal(current.version, previous + 1);
+    assert.equal(current.version, stored);
+    // A rescan with nothing new stores no version.
+    assert.equal((await clusterManager.app.clusterManager.refreshInventory('contract test')).version, stored);
     assertProblem(await submit({ kind: 'device.probe', storage_system_id: 'ss1', device: 'd1' }, 422), 'device-unavailable');
   });
 
@@ -605,6 +645,34 @@ describe('server', () => {
     assertProblem(await onServer('cancelTask', 400, { method: 'POST', url: '/v1/tasks/not.an.id:cancel' }), 'validation-failed');
   });
 
+  it('streams events and lists a task’s history', async () => {
+    // Over a socket: the stream answers until the client leaves, and its answer is checked by verifyAll.
+    const stream = await EventStreamClient.open(`${server.url}/v1/events?type=task.state_changed&storage_system_id=ss1&heartbeat_ms=100`);
+    let task: Task;
+    try {
+      assert.equal(stream.status, 200);
+      task = await accepted({ kind: 'device.probe', storage_system_id: 'ss1', device: 'd0' });
+      await settled(task.id, 'succeeded');
+      await stream.waitFor('the task to end on the stream', (c) => (c.events<Event>().some((event) => event.task_id === task.id && event.data.state === 'succeeded') ? true : undefined));
+      await stream.waitFor('a heartbeat', (c) => (c.comments.includes('heartbeat') ? true : undefined));
+    } finally {
+      await stream.close();
+    }
+    const history = (await onServer('listTaskEvents', 200, { method: 'GET', url: `/v1/tasks/${task.id}/events` })).json<EventList>();
+    assert.equal(history.items[0]?.data.state, 'queued');
+    assert.equal(history.items.at(-1)?.data.state, 'succeeded');
+    assert.deepEqual(stream.events<Event>().filter((event) => event.task_id === task.id), history.items);
+    const page = (await onServer('listTaskEvents', 200, { method: 'GET', url: `/v1/tasks/${task.id}/events?limit=1` })).json<EventList>();
+    assert.ok(page.next_cursor);
+    assertProblem(await onServer('listTaskEvents', 404, { method: 'GET', url: '/v1/tasks/tsk_nothing/events' }), 'task-not-found');
+    assertProblem(await onServer('listTaskEvents', 400, { method: 'GET', url: `/v1/tasks/${task.id}/events?cursor=bm90LWEtY3Vyc29y` }), 'validation-failed');
+    assertProblem(await onServer('streamEvents', 400, { method: 'GET', url: '/v1/events?type=task.exploded' }), 'validation-failed');
+    assertProblem(await onServer('streamEvents', 410, { method: 'GET', url: '/v1/events', headers: { 'last-event-id': '999999999' } }), 'event-id-unknown');
+    const streamed = recorders.server.exchanges.filter((exchange) => exchange.operationId === 'streamEvents' && exchange.status === 200);
+    assert.equal(streamed.length, 1);
+    recorders.server.check(streamed[0]!);
+  });
+
   it('gets and lists tasks', async () => {
     assertProblem(await onServer('getTask', 404, { method: 'GET', url: '/v1/tasks/tsk_nothing' }), 'task-not-found');
     assertProblem(await onServer('getTask', 400, { method: 'GET', url: '/v1/tasks/not.an.id' }), 'validation-failed');
@@ -644,6 +712,53 @@ describe('server', () => {
       await onServer('reportTaskStates', 404, { method: 'POST', url: '/v1/agents/A:ss1:c0:nobody/task-reports', payload: { reports: [{ task_id: 'tsk_x', attempt: 1, fencing_token: 1, state: 'running' }] } }),
       'agent-not-found',
     );
+  });
+
+  it('administers devices through the cluster-manager that owns them', async () => {
+    const base = '/v1/storage-systems/ss1/devices';
+    const device = (await onServer('getDevice', 200, { method: 'GET', url: `${base}/d0` })).json<Device>();
+    assert.deepEqual([device.id, device.owner_cluster, device.state], ['d0', 'c0', 'available']);
+    // d1 is unavailable (an earlier test injected a fault) but in service, so it cannot be retired.
+    assertProblem(await onServer('getDevice', 404, { method: 'GET', url: `${base}/d9` }), 'device-not-found');
+
+    // The cluster-manager's own device operations, and the conditional read agents use.
+    const current = await onManager('getInventory', 200, { method: 'GET', url: '/v1/inventory' });
+    const etag = String(current.headers.etag);
+    const unchanged = await onManager('getInventory', 304, { method: 'GET', url: '/v1/inventory', headers: { 'if-none-match': etag } });
+    assert.equal(unchanged.body, '');
+    const offline = (await onManager('setDeviceState', 200, { method: 'POST', url: '/v1/devices/d0:set-state', payload: { state: 'offline', reason: 'maintenance' } })).json<Inventory>();
+    assert.equal(offline.devices.find((candidate) => candidate.id === 'd0')?.state, 'offline');
+    assert.equal(offline.version, current.json<Inventory>().version + 1);
+    await onManager('getInventory', 200, { method: 'GET', url: '/v1/inventory', headers: { 'if-none-match': etag } });
+    const retired = (await onManager('retireDevice', 200, { method: 'DELETE', url: '/v1/devices/d0' })).json<Inventory>();
+    assert.equal(retired.devices.find((candidate) => candidate.id === 'd0')?.state, 'retired');
+    assertProblem(await onManager('setDeviceState', 409, { method: 'POST', url: '/v1/devices/d0:set-state', payload: { state: 'available' } }), 'device-retired');
+    assertProblem(await onManager('retireDevice', 409, { method: 'DELETE', url: '/v1/devices/d1' }), 'device-in-service');
+    assertProblem(await onManager('retireDevice', 404, { method: 'DELETE', url: '/v1/devices/d4' }), 'device-not-found');
+    const reinstated = (await onManager('addDevice', 201, { method: 'POST', url: '/v1/devices', payload: { id: 'd0', capacity_bytes: GiB } })).json<Inventory>();
+    assert.equal(reinstated.devices.find((candidate) => candidate.id === 'd0')?.state, 'available');
+    assertProblem(await onManager('addDevice', 409, { method: 'POST', url: '/v1/devices', payload: { id: 'd4', capacity_bytes: GiB } }), 'device-exists');
+    assertProblem(await onManager('addDevice', 400, { method: 'POST', url: '/v1/devices', payload: { id: 'd5', capacity_bytes: 0 } }), 'validation-failed');
+
+    // The same through the server, which answers once its own agents have reported the change.
+    const down = (await onServer('setDeviceState', 200, { method: 'POST', url: `${base}/d0:set-state`, payload: { state: 'offline' } })).json<Device>();
+    assert.deepEqual([down.state, down.reason], ['offline', 'taken out of service by an operator']);
+    assert.equal((await server.app.inject({ method: 'GET', url: `${base}/d0` })).json<Device>().state, 'offline');
+    assertProblem(await submit({ kind: 'device.probe', storage_system_id: 'ss1', device: 'd0' }, 422), 'device-unavailable');
+    const gone = (await onServer('retireDevice', 200, { method: 'DELETE', url: `${base}/d0` })).json<Device>();
+    assert.equal(gone.state, 'retired');
+    assertProblem(await onServer('retireDevice', 409, { method: 'DELETE', url: `${base}/d1` }), 'device-in-service');
+    assertProblem(await onServer('setDeviceState', 404, { method: 'POST', url: `${base}/d9:set-state`, payload: { state: 'offline' } }), 'device-not-found');
+    assertProblem(await onServer('setDeviceState', 400, { method: 'POST', url: `${base}/d0:set-state`, payload: { state: 'broken' } }), 'validation-failed');
+    const back = (await onServer('addDevice', 201, { method: 'POST', url: base, payload: { id: 'd0', cluster_id: 'c0', capacity_bytes: GiB } })).json<Device>();
+    assert.equal(back.state, 'available');
+    const added = (await onServer('addDevice', 201, { method: 'POST', url: base, payload: { id: 'd3', cluster_id: 'c0', capacity_bytes: MiB } })).json<Device>();
+    assert.deepEqual([added.id, added.owner_cluster, added.capacity_bytes, added.state], ['d3', 'c0', MiB, 'available']);
+    assertProblem(await onServer('addDevice', 409, { method: 'POST', url: base, payload: { id: 'd3', cluster_id: 'c0', capacity_bytes: MiB } }), 'device-exists');
+    assertProblem(await onServer('addDevice', 404, { method: 'POST', url: '/v1/storage-systems/ss7/devices', payload: { id: 'd5', cluster_id: 'c0', capacity_bytes: MiB } }), 'storage-system-not-found');
+    const rescan = (await onServer('rescanCluster', 200, { method: 'POST', url: '/v1/storage-systems/ss1/clusters/c0:rescan' })).json<{ device_count: number }>();
+    assert.equal(rescan.device_count, 3);
+    assertProblem(await onServer('rescanCluster', 404, { method: 'POST', url: '/v1/storage-systems/ss1/clusters/c9:rescan' }), 'cluster-not-found');
   });
 
   it('answers a route that does not exist with a problem', async () => {

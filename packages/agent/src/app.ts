@@ -2,6 +2,7 @@ import type { AgentApi } from '@duplex/contracts';
 import { createServiceApp, mountServiceContract, operationalHandlers, ProblemError, type OperationHandlers } from '@duplex/shared';
 import type { FastifyInstance, FastifyServerOptions } from 'fastify';
 import type { AgentConfig } from './config.ts';
+import { AgentMetrics } from './metrics.ts';
 import { ServerLink } from './services/server-link.ts';
 import { TaskRunner } from './services/task-runner.ts';
 
@@ -29,14 +30,15 @@ export async function buildApp(options: BuildAgentOptions): Promise<FastifyInsta
   const { config } = options;
   const app = await createServiceApp({ service: `agent-${config.AGENT_NAME}`, contract: 'agent', logger: options.logger });
   const startedAt = new Date().toISOString();
+  const metrics = new AgentMetrics(app.metrics.registry);
   const runtime: AgentRuntime = {
     link: undefined,
     runner: undefined,
     fenced: false,
     start(url) {
-      const link = new ServerLink(config, app.log, { url, pid: process.pid, startedAt });
+      const link = new ServerLink(config, app.log, { url, pid: process.pid, startedAt }, metrics);
       runtime.link = link;
-      runtime.runner = new TaskRunner(config, link, app.log);
+      runtime.runner = new TaskRunner(config, link, app.log, metrics);
       link.start();
     },
   };

@@ -11,7 +11,8 @@ import {
 } from '@duplex/shared';
 import type { FastifyInstance, FastifyServerOptions } from 'fastify';
 import type { ClusterManagerConfig } from './config.ts';
-import { agentIdentities, latestInventory } from './repositories/cluster-store.ts';
+import { ClusterManagerMetrics } from './metrics.ts';
+import { agentIdentities, currentVersion, latestInventory } from './repositories/cluster-store.ts';
 import { ClusterManager } from './services/cluster-manager.ts';
 
 export interface BuildClusterManagerOptions {
@@ -30,7 +31,8 @@ export async function buildApp(options: BuildClusterManagerOptions): Promise<Fas
   const { config } = options;
   const app = await createServiceApp({ service: `cluster-manager-${config.STORAGE_SYSTEM_ID}-${config.CLUSTER_ID}`, contract: 'cluster-manager', logger: options.logger });
   const db = options.db ?? createDatabase(config.DATABASE_URL, { poolMax: 5, applicationName: `duplex-cm-${config.CLUSTER_ID}` });
-  const manager = new ClusterManager(config, db, app.log);
+  const metrics = new ClusterManagerMetrics(app.metrics.registry, { storageSystemId: config.STORAGE_SYSTEM_ID, clusterId: config.CLUSTER_ID }, (): number | undefined => manager.inventory?.version);
+  const manager = new ClusterManager(config, db, app.log, metrics);
   app.decorate('clusterManager', manager);
   app.addHook('onClose', async () => {
     await manager.stop();
@@ -42,10 +44,26 @@ export async function buildApp(options: BuildClusterManagerOptions): Promise<Fas
       database: await databaseCheck(db),
       inventory: manager.inventory ? 'ok' : 'not yet stored',
     })),
-    async getInventory() {
+    async getInventory(request, reply) {
+      const etagOf = (version: number) => `"${config.CLUSTER_ID}-v${version}"`;
+      const held = request.headers['if-none-match'];
+      if (held !== undefined) {
+        const version = await currentVersion(db, config.STORAGE_SYSTEM_ID, config.CLUSTER_ID);
+        if (version !== undefined && version > 0 && held === etagOf(version)) return reply.code(304).send();
+      }
       const inventory = await latestInventory(db, config.STORAGE_SYSTEM_ID, config.CLUSTER_ID);
       if (!inventory) throw new ProblemError('not-ready', 'the inventory has not been stored yet');
-      return inventory;
+      return reply.header('etag', etagOf(inventory.version)).send(inventory);
+    },
+    async addDevice(request, reply) {
+      const inventory = await manager.addDevice(request.body.id, request.body.capacity_bytes);
+      return reply.code(201).send(inventory);
+    },
+    async setDeviceState(request) {
+      return manager.setDeviceState(request.params.id, request.body.state, request.body.reason);
+    },
+    async retireDevice(request) {
+      return manager.retireDevice(request.params.id);
     },
     async refreshInventory() {
       return manager.refreshInventory('refresh requested');

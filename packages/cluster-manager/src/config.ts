@@ -42,6 +42,19 @@ export const clusterManagerConfigSchema = defineConfig({
     default: 0,
     description: 'When above 0, a recovering cluster takes its home devices back by itself after being up this long; 0 leaves failback to the API.',
   },
+  USAGE_REFRESH_INTERVAL_MS: {
+    type: 'integer',
+    minimum: 1000,
+    maximum: 86_400_000,
+    default: 30_000,
+    description: "How often the devices' usage (bytes and volumes) is read again. Other changes are stored as soon as the driver's probe finds them.",
+  },
+  FAULT_DROP_BROADCAST_RATE: {
+    type: 'string',
+    default: '0',
+    pattern: '^(0(\\.[0-9]+)?|1(\\.0*)?|\\.[0-9]+)$',
+    description: 'Fault injection: the fraction (0 to 1) of broadcasts to agents that are dropped, to show that agents heal by checking the version on each heartbeat. Keep 0 in production.',
+  },
   DRIVER_WAIT_MS: { type: 'integer', minimum: 100, maximum: 600_000, default: 30_000, description: 'How long to wait for the driver at start before giving up.' },
 });
 

@@ -36,6 +36,13 @@ export const driverConfigSchema = defineConfig({
     pattern: '^[^,:]+:[^,:]+:[0-9]+(,[^,:]+:[^,:]+:[0-9]+)*$',
     description: 'memory backend: the devices, as comma-separated id:home_cluster:capacity_bytes.',
   },
+  DRIVER_PROBE_INTERVAL_MS: {
+    type: 'integer',
+    default: 500,
+    minimum: 10,
+    maximum: 3_600_000,
+    description: 'How often the devices are probed for changes (gone, back, new, marked FAILED, capacity). A change reaches the servers within about this long.',
+  },
   DRIVER_FAULT_LATENCY_MS: {
     type: 'integer',
     default: 0,

@@ -9,6 +9,7 @@ await runService('driver', async () => {
   const logger = defaultLogger('driver');
   const app = await buildApp({
     backend,
+    probeIntervalMs: config.DRIVER_PROBE_INTERVAL_MS,
     logger:
       typeof logger === 'object'
         ? { ...logger, base: { ...logger.base, storage_system: config.STORAGE_SYSTEM_ID, cluster: config.DRIVER_CLUSTER_ID } }

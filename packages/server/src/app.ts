@@ -12,8 +12,11 @@ import { createServerContext, type ServerContext } from './context.ts';
 import { renewServerLease } from './repositories/servers.ts';
 import { expireIdempotencyKeys } from './repositories/tasks.ts';
 import { agentHandlers } from './routes/agents.ts';
+import { deviceHandlers } from './routes/devices.ts';
+import { eventHandlers } from './routes/events.ts';
 import { storageSystemHandlers } from './routes/storage-systems.ts';
 import { taskHandlers } from './routes/tasks.ts';
+import type { EventFeedOptions } from './services/event-feed.ts';
 import { FailoverWatcher } from './services/failover-watcher.ts';
 
 export interface BuildServerOptions {
@@ -21,6 +24,8 @@ export interface BuildServerOptions {
   /** A database to use instead of opening one from DATABASE_URL; the caller closes it. */
   db?: Database;
   logger?: FastifyServerOptions['logger'];
+  /** Timings and limits of GET /v1/events, to override the defaults (tests). */
+  eventFeed?: Partial<EventFeedOptions>;
 }
 
 declare module 'fastify' {
@@ -33,13 +38,15 @@ export async function buildApp(options: BuildServerOptions): Promise<FastifyInst
   const { config } = options;
   const app = await createServiceApp({ service: `server-${config.SERVER_ID}`, contract: 'server', logger: options.logger });
   const db = options.db ?? createDatabase(config.DATABASE_URL, { poolMax: config.DATABASE_POOL_MAX, applicationName: `duplex-server-${config.SERVER_ID}` });
-  const context = await createServerContext(config, db, app.log);
+  const context = await createServerContext(config, db, app.log, app.metrics.registry, options.eventFeed);
   app.decorate('duplex', context);
 
   const leaseKeeper = startLeaseKeeper(context, app);
   const failoverWatcher = new FailoverWatcher(context, app.log);
   const keyExpiry = setInterval(() => void expireKeys(context, app), keyExpiryIntervalMs);
   keyExpiry.unref();
+  // Event streams end before the connections are closed, so clients read why and reconnect.
+  app.addHook('preClose', () => context.events.close());
   app.addHook('onClose', async () => {
     clearInterval(leaseKeeper);
     clearInterval(keyExpiry);
@@ -56,10 +63,13 @@ export async function buildApp(options: BuildServerOptions): Promise<FastifyInst
     ...agentHandlers(context),
     ...taskHandlers(context),
     ...storageSystemHandlers(context),
+    ...deviceHandlers(context),
+    ...eventHandlers(context),
   });
   app.addHook('onReady', async () => {
     await renewLease(context, app);
     context.dispatcher.kick();
+    context.events.start();
     void expireKeys(context, app);
   });
   return app;
@@ -77,6 +87,7 @@ async function expireKeys(context: ServerContext, app: FastifyInstance): Promise
 }
 
 async function renewLease(context: ServerContext, app: FastifyInstance): Promise<void> {
+  context.metrics.noticeOwnLease(context.lease.expiresAt, Date.now());
   try {
     const expiresAt = await renewServerLease(
       context.db,

@@ -1,12 +1,14 @@
 import { randomUUID } from 'node:crypto';
-import type { Database } from '@duplex/shared';
+import type { Database, Registry } from '@duplex/shared';
 import type { FastifyBaseLogger } from 'fastify';
 import type { ServerConfig } from './config.ts';
 import { AgentRegistry } from './lib/agent-registry.ts';
 import { InventoryView } from './lib/inventory-view.ts';
+import { ServerMetrics } from './metrics.ts';
 import { agentsOfServer } from './repositories/agents.ts';
 import { loadServerInventories } from './repositories/inventories.ts';
 import { Dispatcher } from './services/dispatcher.ts';
+import { defaultEventFeedOptions, EventFeed, type EventFeedOptions } from './services/event-feed.ts';
 import { TaskService } from './services/task-service.ts';
 
 /** What the routes of a server share: its database, its registry of agents, its inventory view. */
@@ -17,15 +19,19 @@ export interface ServerContext {
   inventory: InventoryView;
   tasks: TaskService;
   dispatcher: Dispatcher;
+  metrics: ServerMetrics;
+  /** The event outbox as a live stream, fanned out to this server's subscribers. */
+  events: EventFeed;
   lease: { expiresAt: number };
   /** This process, as recorded in its lease row. */
   instance: { id: string; startedAt: Date };
 }
 
 /** Rebuilds the in-memory registry and view from Postgres, so a restarted server routes at once. */
-export async function createServerContext(config: ServerConfig, db: Database, log: FastifyBaseLogger): Promise<ServerContext> {
+export async function createServerContext(config: ServerConfig, db: Database, log: FastifyBaseLogger, registry: Registry, eventFeed: Partial<EventFeedOptions> = {}): Promise<ServerContext> {
   const agents = new AgentRegistry();
   const inventory = new InventoryView();
+  const metrics = new ServerMetrics(registry, { db, inventory, log });
   for (const row of await agentsOfServer(db, config.SERVER_ID)) {
     agents.upsert({ id: row.id, storage_system_id: row.storage_system_id, cluster_id: row.cluster_id, url: row.url, incarnation: row.incarnation, leaseExpiresAt: row.lease_expires_at.getTime() });
   }
@@ -40,14 +46,20 @@ export async function createServerContext(config: ServerConfig, db: Database, lo
     log,
     batchSize: config.DISPATCH_BATCH_SIZE,
     retryMs: config.DISPATCH_RETRY_MS,
+    metrics,
   });
   return {
     config,
     db,
     agents,
     inventory,
-    tasks: new TaskService(db, config.SERVER_ID, inventory, config.IDEMPOTENCY_KEY_TTL_HOURS),
+    tasks: new TaskService(db, config.SERVER_ID, inventory, config.IDEMPOTENCY_KEY_TTL_HOURS, metrics),
     dispatcher,
+    metrics,
+    events: new EventFeed(db, { ...defaultEventFeedOptions, ...eventFeed }, log, {
+      connectionString: config.DATABASE_URL,
+      applicationName: `duplex-server-${config.SERVER_ID}-events`,
+    }),
     lease,
     instance: { id: randomUUID(), startedAt: new Date() },
   };

@@ -82,7 +82,7 @@ export function mountContract(
         method: method.toUpperCase() as Uppercase<(typeof httpMethods)[number]>,
         url: toRouterPath(path),
         schema: routeSchema(operation),
-        config: { operationId: operation.operationId },
+        config: { operationId: operation.operationId, openApiPath: path },
         handler: handler as never,
       });
     }

@@ -20,6 +20,8 @@ export interface JsonResponse<T> {
 export interface CallOptions {
   body?: unknown;
   requestId?: string;
+  /** A W3C traceparent to send, so the upstream's log lines join the caller's trace. */
+  traceparent?: string;
   timeoutMs?: number;
   headers?: Record<string, string>;
 }
@@ -44,6 +46,7 @@ export class JsonClient {
     const timeoutMs = options.timeoutMs ?? this.options.timeoutMs ?? 5_000;
     const headers: Record<string, string> = { accept: 'application/json', ...options.headers };
     if (options.requestId) headers['x-request-id'] = options.requestId;
+    if (options.traceparent) headers.traceparent = options.traceparent;
     let payload: string | undefined;
     if (options.body !== undefined) {
       payload = JSON.stringify(options.body);
@@ -69,6 +72,11 @@ export class JsonClient {
 
   async close(): Promise<void> {
     await this.pool.close();
+  }
+
+  /** Closes at once, failing requests still in flight (a long poll, for instance). */
+  async destroy(): Promise<void> {
+    await this.pool.destroy();
   }
 }
 

@@ -11,3 +11,5 @@ export * from './backoff.ts';
 export * from './spawn.ts';
 export * from './keyed-lock.ts';
 export * from './embedded-postgres.ts';
+export * from './metrics.ts';
+export * from './trace-context.ts';

@@ -3,10 +3,12 @@ import type { IncomingMessage } from 'node:http';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { loadContract, loadResolvedContract, type ContractName } from '@duplex/contracts';
-import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import { mountContract, type OperationHandler } from './contract-routes.ts';
 import { registerProblemHandlers } from './errors.ts';
+import { createServiceMetrics, type ServiceMetrics } from './metrics.ts';
 import { ProblemError } from './problem.ts';
+import { continueTrace, formatTraceparent, newTrace, traceLogFields, type TraceContext } from './trace-context.ts';
 import { createValidatorCompiler } from './validation.ts';
 
 export interface ServiceAppOptions {
@@ -26,6 +28,23 @@ function requestIdOf(request: IncomingMessage): string {
   return `req-${randomBytes(8).toString('hex')}`;
 }
 
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** This app's metrics registry; services register their own metrics in it. */
+    metrics: ServiceMetrics;
+  }
+  interface FastifyRequest {
+    /** This request's span: a child of the caller's `traceparent`, or a new trace. */
+    trace: TraceContext;
+  }
+}
+
+/**
+ * Each request's span, made when its logger is (before the first log line of the request)
+ * and picked up by the onRequest hook.
+ */
+const requestTraces = new WeakMap<IncomingMessage, TraceContext>();
+
 export function defaultLogger(service: string): FastifyServerOptions['logger'] {
   return {
     level: process.env.LOG_LEVEL ?? 'info',
@@ -44,6 +63,12 @@ export async function createServiceApp(options: ServiceAppOptions): Promise<Fast
     logger: options.logger ?? defaultLogger(options.service),
     genReqId: requestIdOf,
     logController: new LogController({ requestIdLogLabel: 'request_id' }),
+    // Every log line of a request, "incoming request" included, carries its trace.
+    childLoggerFactory(logger, bindings, loggerOptions, rawRequest) {
+      const trace = continueTrace(rawRequest.headers.traceparent);
+      requestTraces.set(rawRequest as IncomingMessage, trace);
+      return logger.child({ ...bindings, ...traceLogFields(trace) }, loggerOptions);
+    },
     bodyLimit: options.bodyLimit ?? 1_048_576,
     return503OnClosing: true,
     forceCloseConnections: true,
@@ -52,8 +77,21 @@ export async function createServiceApp(options: ServiceAppOptions): Promise<Fast
   // Only JSON bodies are accepted; anything else is answered 415.
   app.removeContentTypeParser(['text/plain']);
   registerProblemHandlers(app);
+  const metrics = createServiceMetrics();
+  app.decorate('metrics', metrics);
+  app.decorateRequest('trace', null as unknown as TraceContext);
+  app.addHook('onRequest', async (request, reply) => {
+    request.trace = requestTraces.get(request.raw) ?? newTrace();
+    reply.header('traceparent', formatTraceparent(request.trace));
+  });
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    const { config, url } = request.routeOptions;
+    // The contract's path template, or the router's pattern; never the raw URL, whose ids would explode the label set.
+    const route = 'openApiPath' in config && typeof config.openApiPath === 'string' ? config.openApiPath : (url ?? 'unmatched');
+    metrics.httpRequestDuration.observe({ method: request.method, route, status: reply.statusCode }, reply.elapsedTime / 1000);
   });
   await app.register(swagger, { mode: 'static', specification: { document: loadContract(options.contract) as never } });
   await app.register(swaggerUi, { routePrefix: '/docs' });
@@ -62,7 +100,7 @@ export async function createServiceApp(options: ServiceAppOptions): Promise<Fast
 
 export type ReadinessCheck = () => Promise<Record<string, string>>;
 
-/** Health, readiness and the contract: the operations every service has. */
+/** Health, readiness, metrics and the contract: the operations every service has. */
 export function operationalHandlers(contract: ContractName, readiness: ReadinessCheck) {
   return {
     getHealth: async () => ({ status: 'ok' as const }),
@@ -75,6 +113,10 @@ export function operationalHandlers(contract: ContractName, readiness: Readiness
       return { status: 'ready' as const, checks };
     },
     getOpenApiDocument: async () => loadContract(contract),
+    getMetrics: async (request: FastifyRequest, reply: FastifyReply) => {
+      const { metrics } = request.server;
+      return reply.type(metrics.contentType).send(await metrics.scrape());
+    },
   };
 }
 

@@ -21,11 +21,11 @@ function createAjv(options: Options): Ajv {
 /**
  * Bodies are validated as sent: nothing is coerced or stripped, so a wrong type or an
  * unknown field is refused. Path, query and header values arrive as text and are converted
- * to the contract's types.
+ * to the contract's types; a query parameter that may repeat (an array) may also be given once.
  */
 export function createValidatorCompiler(): FastifySchemaCompiler<unknown> {
   const bodyAjv = createAjv({ coerceTypes: false });
-  const textAjv = createAjv({ coerceTypes: true });
+  const textAjv = createAjv({ coerceTypes: 'array' });
   return ({ schema, httpPart }) => {
     const ajv = httpPart === 'body' ? bodyAjv : textAjv;
     return ajv.compile(schema as object);

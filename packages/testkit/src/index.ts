@@ -1,2 +1,4 @@
 export * from './database.ts';
 export * from './processes.ts';
+export * from './event-stream.ts';
+export * from './prometheus.ts';

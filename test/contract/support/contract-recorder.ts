@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
+import { pipeline, Transform, type Readable } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
 import { loadResolvedContract, type ContractName, type OpenApiOperation } from '@duplex/contracts';
 import { operationIndex, type DocumentedOperation } from './operations.ts';
+import { parseSse } from '@duplex/testkit';
 import { createSchemaValidator, describeErrors, SchemaCache } from './schemas.ts';
 import type { App, InjectRequest, InjectResponse } from './services.ts';
 
@@ -14,12 +17,24 @@ export interface Exchange {
   contentType: string | undefined;
   /** The names of the response headers, lower case. */
   headers: string[];
+  /** The body; a streamed body (an event stream) grows here as it is sent. */
   payload: string | undefined;
   /** Whether the request came over a socket (from another service) rather than by inject. */
   overSocket: boolean;
 }
 
+/** `Text/Plain; Version=0.0.4` as `{ type: 'text/plain', parameters: ['version=0.0.4'] }`. */
+function parseMediaType(value: string): { type: string; parameters: string[] } {
+  const [type = '', ...parameters] = value.split(';').map((part) => part.trim().toLowerCase().replace(/\s*=\s*/, '='));
+  return { type, parameters: parameters.filter((parameter) => parameter !== '') };
+}
+
 type ResponseDefinition = OpenApiOperation['responses'][string] & { headers?: Record<string, { required?: boolean }> };
+
+/** A streamed media type may describe each of its messages with `x-item-schema` (OpenAPI 3.2's `itemSchema`). */
+type MediaDefinition = { schema: Record<string, unknown>; 'x-item-schema'?: Record<string, unknown> };
+
+const isStream = (payload: unknown): payload is Readable => typeof (payload as { pipe?: unknown } | null)?.pipe === 'function';
 
 const schemaCache = new SchemaCache(createSchemaValidator({ utcOnly: true }));
 
@@ -47,7 +62,7 @@ export class ContractRecorder {
       const routeOperationId = 'operationId' in config ? config.operationId : undefined;
       const operationId = typeof routeOperationId === 'string' ? routeOperationId : undefined;
       const contentType = reply.getHeader('content-type');
-      this.exchanges.push({
+      const exchange: Exchange = {
         requestId: String(request.id),
         operationId,
         method: request.method,
@@ -58,8 +73,20 @@ export class ContractRecorder {
         payload: typeof payload === 'string' ? payload : Buffer.isBuffer(payload) ? payload.toString('utf8') : undefined,
         // light-my-request names itself in the user agent; the services' HTTP clients do not.
         overSocket: request.headers['user-agent'] !== 'lightMyRequest',
+      };
+      this.exchanges.push(exchange);
+      if (!isStream(payload)) return payload;
+      // A streamed body is recorded as it passes; closing either end closes both, as before.
+      exchange.payload = '';
+      const decoder = new StringDecoder('utf8');
+      const tap = new Transform({
+        transform(chunk: Buffer | string, _encoding, done) {
+          exchange.payload += typeof chunk === 'string' ? chunk : decoder.write(chunk);
+          done(null, chunk);
+        },
       });
-      return payload;
+      pipeline(payload, tap, () => undefined);
+      return tap;
     });
   }
 
@@ -102,18 +129,43 @@ export class ContractRecorder {
       assert.equal(exchange.payload ?? '', '', `${where}: the contract documents no body, but one was sent`);
       return;
     }
-    const mediaType = exchange.contentType?.split(';')[0]?.trim().toLowerCase();
-    assert.ok(mediaType !== undefined && mediaTypes.includes(mediaType), `${where}: content type ${exchange.contentType ?? '(none)'} is not the documented ${mediaTypes.join(' or ')}`);
-    const schema = content[mediaType]?.schema;
-    assert.ok(schema, `${where}: ${mediaType} has no schema`);
-    let body: unknown;
-    try {
-      body = JSON.parse(exchange.payload ?? '');
-    } catch {
-      assert.fail(`${where}: the ${mediaType} body is not JSON: ${exchange.payload ?? '(empty)'}`);
+    // A documented media type matches when the answer has its type and every parameter it names
+    // (`text/plain; version=0.0.4` is answered as `text/plain; version=0.0.4; charset=utf-8`).
+    const answered = exchange.contentType === undefined ? undefined : parseMediaType(exchange.contentType);
+    const documentedType = mediaTypes.find((candidate) => {
+      const documented = parseMediaType(candidate);
+      return answered !== undefined && documented.type === answered.type && documented.parameters.every((parameter) => answered.parameters.includes(parameter));
+    });
+    assert.ok(documentedType !== undefined && answered !== undefined, `${where}: content type ${exchange.contentType ?? '(none)'} is not the documented ${mediaTypes.join(' or ')}`);
+    const mediaType = answered.type;
+    const schema = content[documentedType]?.schema;
+    assert.ok(schema, `${where}: ${documentedType} has no schema`);
+    let body: unknown = exchange.payload ?? '';
+    if (mediaType.endsWith('json')) {
+      try {
+        body = JSON.parse(exchange.payload ?? '');
+      } catch {
+        assert.fail(`${where}: the ${mediaType} body is not JSON: ${exchange.payload ?? '(empty)'}`);
+      }
     }
-    const validate = schemaCache.get(`${this.contract} ${exchange.operationId} ${status} ${mediaType}`, schema);
+    const validate = schemaCache.get(`${this.contract} ${exchange.operationId} ${status} ${documentedType}`, schema);
     assert.ok(validate(body), `${where}: the body does not match the ${mediaType} schema: ${describeErrors(validate.errors)}\n${exchange.payload ?? ''}`);
+    const itemSchema = (content[documentedType] as MediaDefinition | undefined)?.['x-item-schema'];
+    if (mediaType === 'text/event-stream' && itemSchema) {
+      // Each complete message, its data decoded from JSON; a message cut off by the client's leaving is not judged.
+      const { messages } = parseSse(exchange.payload ?? '');
+      const validateItem = schemaCache.get(`${this.contract} ${exchange.operationId} ${status} ${documentedType} item`, itemSchema);
+      for (const message of messages) {
+        let data: unknown;
+        try {
+          data = JSON.parse(message.data);
+        } catch {
+          assert.fail(`${where}: an event's data is not JSON: ${message.data}`);
+        }
+        const item = { ...message, data };
+        assert.ok(validateItem(item), `${where}: an event does not match the item schema: ${describeErrors(validateItem.errors)}\n${JSON.stringify(item)}`);
+      }
+    }
     const statuses = this.verified.get(exchange.operationId) ?? new Set<number>();
     statuses.add(exchange.status);
     this.verified.set(exchange.operationId, statuses);

@@ -2,6 +2,7 @@ import type { ClusterManagerApi, ServerApi } from '@duplex/contracts';
 import { backoffDelayMs, JsonClient, sleep } from '@duplex/shared';
 import type { FastifyBaseLogger } from 'fastify';
 import type { AgentConfig } from '../config.ts';
+import type { AgentMetrics } from '../metrics.ts';
 import { ReportBuffer, type TaskReport } from '../lib/report-buffer.ts';
 
 type Registration = ServerApi.components['schemas']['AgentRegistration'];
@@ -9,6 +10,8 @@ type HeartbeatResponse = ServerApi.components['schemas']['HeartbeatResponse'];
 type Inventory = ClusterManagerApi.components['schemas']['Inventory'];
 
 const reportBatchLimit = 1000;
+/** The version check runs once a heartbeat; a cluster-manager this slow is checked again at the next. */
+const reconcileTimeoutMs = 1_000;
 
 /**
  * Everything the agent sends to its server: the registration and its heartbeats, the
@@ -18,6 +21,8 @@ const reportBatchLimit = 1000;
 export class ServerLink {
   registration: Registration | undefined;
   reportedInventoryVersion: number | null = null;
+  /** The cluster-manager's entity tag for the reported version. */
+  private reportedInventoryEtag: string | undefined;
   readonly reports = new ReportBuffer();
 
   private readonly server: JsonClient;
@@ -30,11 +35,13 @@ export class ServerLink {
   private flushFailures = 0;
   private inventoryRunning = false;
   private inventoryAgain = false;
+  private reconciling = false;
 
   constructor(
     private readonly config: AgentConfig,
     private readonly log: FastifyBaseLogger,
     private readonly identity: { url: string; pid: number; startedAt: string },
+    private readonly metrics?: AgentMetrics,
   ) {
     this.server = new JsonClient(config.SERVER_URL, { name: `server ${config.SERVER_ID}`, timeoutMs: 5_000 });
     this.clusterManager = new JsonClient(config.CLUSTER_MANAGER_URL, { name: 'cluster-manager', timeoutMs: 5_000 });
@@ -100,17 +107,47 @@ export class ServerLink {
       const response = await this.server.call<HeartbeatResponse>('POST', `/v1/agents/${encodeURIComponent(registration.id)}/heartbeats`, {
         body: { incarnation: registration.incarnation, ...(this.reportedInventoryVersion !== null ? { inventory_version: this.reportedInventoryVersion } : {}) },
       });
+      this.metrics?.heartbeat(response.status === 200 ? 'renewed' : response.status === 404 || response.status === 409 ? 'refused' : 'failed');
       if (response.status === 404 || response.status === 409) {
         this.log.warn({ status: response.status }, 'the server no longer knows this registration; registering again');
         void this.register();
         return;
       }
-      // The server's view is behind (a lost broadcast, or the server restarted): report again.
-      if (response.status === 200 && response.body.inventory_version !== this.reportedInventoryVersion) this.reportInventory();
+      // Reconcile by version: the server's view is behind (it restarted), or the cluster-manager
+      // stored a version this agent has not reported (a broadcast was lost): report again.
+      // The check runs beside the heartbeats, so a slow cluster-manager never delays them.
+      const serverBehind = response.status === 200 && response.body.inventory_version !== this.reportedInventoryVersion;
+      if (serverBehind) this.reportInventory();
+      else void this.reconcileWithClusterManager();
     } catch (error) {
+      this.metrics?.heartbeat('failed');
       this.log.warn({ err: (error as Error).message }, 'heartbeat failed');
     }
     this.scheduleHeartbeat();
+  }
+
+  /** Reports again when the cluster-manager holds a newer inventory than the one reported (a conditional GET: 304 when not). */
+  private async reconcileWithClusterManager(): Promise<void> {
+    if (this.reconciling || this.inventoryRunning) return;
+    this.reconciling = true;
+    try {
+      let ahead = this.reportedInventoryVersion === null;
+      if (this.reportedInventoryEtag !== undefined) {
+        const response = await this.clusterManager.call('GET', '/v1/inventory', {
+          headers: { 'if-none-match': this.reportedInventoryEtag },
+          timeoutMs: reconcileTimeoutMs,
+        });
+        ahead = response.status === 200;
+      }
+      if (ahead) {
+        this.log.info({ reported_version: this.reportedInventoryVersion }, 'the cluster-manager holds a newer inventory than reported (a broadcast was missed); reporting it');
+        this.reportInventory();
+      }
+    } catch (error) {
+      this.log.debug({ err: (error as Error).message }, 'could not check the inventory version');
+    } finally {
+      this.reconciling = false;
+    }
   }
 
   /** Reads the cluster's stored inventory from the cluster-manager and sends it to the server. */
@@ -146,6 +183,8 @@ export class ServerLink {
       }
       if (response.status !== 200) throw new Error(`the server answered ${response.status}`);
       this.reportedInventoryVersion = inventory.body.version;
+      const etag = inventory.headers.etag;
+      this.reportedInventoryEtag = typeof etag === 'string' ? etag : undefined;
       this.log.info({ version: inventory.body.version, accepted: response.body.accepted }, 'inventory reported');
     } catch (error) {
       // The next heartbeat sees the server behind and tries again.

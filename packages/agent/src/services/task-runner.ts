@@ -1,7 +1,8 @@
 import type { AgentApi, DriverApi } from '@duplex/contracts';
-import { backoffDelayMs, JsonClient, KeyedLock, problemCodeOf, sleep } from '@duplex/shared';
+import { backoffDelayMs, continueTrace, formatTraceparent, JsonClient, KeyedLock, parseTraceparent, problemCodeOf, sleep, traceLogFields } from '@duplex/shared';
 import type { FastifyBaseLogger } from 'fastify';
 import type { AgentConfig } from '../config.ts';
+import type { AgentMetrics } from '../metrics.ts';
 import type { ServerLink } from './server-link.ts';
 
 type TaskDispatch = AgentApi.components['schemas']['TaskDispatch'];
@@ -23,6 +24,7 @@ export class TaskRunner {
     private readonly config: AgentConfig,
     private readonly link: ServerLink,
     private readonly log: FastifyBaseLogger,
+    private readonly metrics?: AgentMetrics,
   ) {
     this.driver = new JsonClient(config.DRIVER_URL, { name: 'driver', timeoutMs: 30_000, connections: 32 });
   }
@@ -50,28 +52,35 @@ export class TaskRunner {
       accepted += 1;
       void this.devices
         .run([dispatch.device], () => this.run(dispatch))
-        .catch((error: unknown) => this.log.error({ err: error, task_id: dispatch.task_id }, 'running a task failed'))
+        .catch((error: unknown) => {
+          const trace = parseTraceparent(dispatch.traceparent);
+          this.log.error({ err: error, task_id: dispatch.task_id, ...(trace ? { trace_id: trace.traceId } : {}) }, 'running a task failed');
+        })
         .finally(() => this.inHand.delete(key));
     }
     return { accepted, duplicates: dispatches.length - accepted };
   }
 
   private async run(dispatch: TaskDispatch): Promise<void> {
-    const base = { task_id: dispatch.task_id, attempt: dispatch.attempt, fencing_token: dispatch.fencing_token };
+    // The run is a span of the task's trace (a new trace for a task submitted without one); the
+    // driver call and the reports carry it, so every hop logs under the task's trace id.
+    const span = continueTrace(dispatch.traceparent);
+    const traceparent = formatTraceparent(span);
+    const log = this.log.child({ request_id: dispatch.request_id, task_id: dispatch.task_id, attempt: dispatch.attempt, ...traceLogFields(span) });
+    const base = { task_id: dispatch.task_id, attempt: dispatch.attempt, fencing_token: dispatch.fencing_token, traceparent };
     this.link.addReport({ ...base, state: 'running' });
-    const outcome = await this.execute(dispatch);
+    const outcome = await this.execute(dispatch, log, traceparent);
     if (outcome === 'stopped') return;
     if (outcome === 'fenced') {
+      this.metrics?.taskRan(dispatch.kind, 'refused');
       // Not run: the server puts the attempt back in the queue (or ignores this if a newer one
       // exists). An older epoch also means the server's view of this cluster is behind.
       this.link.addReport({ ...base, state: 'refused' });
       this.link.reportInventory();
       return;
     }
-    this.log.info(
-      { request_id: dispatch.request_id, task_id: dispatch.task_id, attempt: dispatch.attempt, outcome: outcome.outcome, replayed: outcome.replayed },
-      'task ran',
-    );
+    log.info({ outcome: outcome.outcome, replayed: outcome.replayed }, 'task ran');
+    this.metrics?.taskRan(dispatch.kind, outcome.outcome);
     this.link.addReport({
       ...base,
       state: outcome.outcome,
@@ -81,8 +90,7 @@ export class TaskRunner {
   }
 
   /** Calls the driver until it answers; a refusal (4xx) is the task's failure, a fenced attempt is dropped. */
-  private async execute(dispatch: TaskDispatch): Promise<ExecutionResult | 'fenced' | 'stopped'> {
-    const log = this.log.child({ request_id: dispatch.request_id, task_id: dispatch.task_id, attempt: dispatch.attempt });
+  private async execute(dispatch: TaskDispatch, log: FastifyBaseLogger, traceparent: string): Promise<ExecutionResult | 'fenced' | 'stopped'> {
     const body = {
       task_id: dispatch.task_id,
       kind: dispatch.kind,
@@ -92,8 +100,10 @@ export class TaskRunner {
       fencing: { token: dispatch.fencing_token, epoch: dispatch.epoch },
     };
     for (let attempt = 0; !this.abort.signal.aborted; attempt += 1) {
+      const startedAt = performance.now();
       try {
-        const response = await this.driver.call<ExecutionResult | Problem>('POST', '/v1/executions', { body, requestId: dispatch.request_id });
+        const response = await this.driver.call<ExecutionResult | Problem>('POST', '/v1/executions', { body, requestId: dispatch.request_id, traceparent });
+        this.metrics?.driverCall(response.status, startedAt);
         if (response.status === 200) return response.body as ExecutionResult;
         const problem = response.body as Problem;
         if (response.status === 409) {
@@ -105,6 +115,7 @@ export class TaskRunner {
         }
         log.warn({ status: response.status, problem_type: problemCodeOf(problem) }, 'the driver could not run the execution; retrying');
       } catch (error) {
+        this.metrics?.driverCall(undefined, startedAt);
         log.warn({ err: (error as Error).message }, 'the driver is unreachable; retrying');
       }
       await sleep(backoffDelayMs(attempt, 50, this.config.DRIVER_RETRY_MAX_MS), this.abort.signal);

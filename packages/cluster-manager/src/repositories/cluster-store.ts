@@ -1,5 +1,16 @@
-import type { Database, Queryable } from '@duplex/shared';
-import { ownedDevices, sameDevices, type DiscoveredDevice, type Inventory, type StoredDevice } from '../lib/inventory.ts';
+import { ProblemError, type Database, type Queryable } from '@duplex/shared';
+import type { Knex } from 'knex';
+import {
+  deviceChanges,
+  notableChanges,
+  ownedDevices,
+  sameDevices,
+  type AdminState,
+  type DeviceChange,
+  type DiscoveredDevice,
+  type Inventory,
+  type StoredDevice,
+} from '../lib/inventory.ts';
 
 interface ClusterRow {
   storage_system_id: string;
@@ -30,8 +41,10 @@ export async function ensureCluster(
 
 /**
  * Stores what discovery found as the cluster's configuration and state. A new inventory
- * version (with its history row and an outbox event) is written only when something
- * changed; the cluster row is locked so two writers cannot number the same version.
+ * version (with its history row, the per-device changes, and outbox events) is written
+ * only when something changed; the cluster row is locked so two writers cannot number the
+ * same version. `adminChange` runs first in the same transaction, so an operator's change
+ * and the version it produces commit together.
  */
 export async function storeInventory(
   db: Database,
@@ -39,15 +52,19 @@ export async function storeInventory(
   clusterId: string,
   discovered: DiscoveredDevice[],
   cause: string,
-): Promise<{ inventory: Inventory; changed: boolean }> {
+  adminChange?: (trx: Knex.Transaction) => Promise<void>,
+): Promise<{ inventory: Inventory; changed: boolean; changes: DeviceChange[] }> {
   return db.transaction(async (trx) => {
     const cluster = await trx<ClusterRow>('clusters').where({ storage_system_id: storageSystemId, id: clusterId }).forUpdate().first();
     if (!cluster) throw new Error(`cluster ${storageSystemId}/${clusterId} is not stored`);
-    const stored: StoredDevice[] = await trx('devices').where({ storage_system_id: storageSystemId }).select('id', 'home_cluster', 'owner_cluster', 'epoch');
+    if (adminChange) await adminChange(trx);
+    const stored: StoredDevice[] = await trx('devices')
+      .where({ storage_system_id: storageSystemId })
+      .select('id', 'home_cluster', 'owner_cluster', 'epoch', 'admin_state', 'admin_reason');
     const devices = ownedDevices(clusterId, cluster.epoch, discovered, stored);
     const latest = await latestInventory(trx, storageSystemId, clusterId);
     if (latest && latest.cluster_state === cluster.state && latest.epoch === cluster.epoch && sameDevices(latest.devices, devices)) {
-      return { inventory: latest, changed: false };
+      return { inventory: latest, changed: false, changes: [] };
     }
     const version = cluster.inventory_version + 1;
     if (devices.length > 0) {
@@ -81,22 +98,89 @@ export async function storeInventory(
       recorded_at: recordedAt.toISOString(),
       devices,
     };
+    const changes = deviceChanges(latest?.devices ?? [], devices);
     await trx('inventory_versions').insert({
       storage_system_id: storageSystemId,
       cluster_id: clusterId,
       version,
       cause,
       snapshot: JSON.stringify(inventory),
+      changes: JSON.stringify(changes),
       recorded_at: recordedAt,
     });
     await trx('clusters').where({ storage_system_id: storageSystemId, id: clusterId }).update({ inventory_version: version, updated_at: trx.fn.now() });
-    await trx('events').insert({
-      type: 'inventory.changed',
-      storage_system_id: storageSystemId,
-      payload: JSON.stringify({ cluster_id: clusterId, version, cause, device_count: devices.length }),
-    });
-    return { inventory, changed: true };
+    await trx('events').insert([
+      {
+        type: 'inventory.changed',
+        storage_system_id: storageSystemId,
+        payload: JSON.stringify({ cluster_id: clusterId, version, cause, device_count: devices.length }),
+      },
+      ...notableChanges(changes).map((change) => ({
+        type: 'device.changed',
+        storage_system_id: storageSystemId,
+        payload: JSON.stringify({ cluster_id: clusterId, version, cause, ...change }),
+      })),
+    ]);
+    return { inventory, changed: true, changes };
   });
+}
+
+interface AdminRow {
+  owner_cluster: string;
+  admin_state: AdminState;
+}
+
+async function adminRow(trx: Knex.Transaction, storageSystemId: string, deviceId: string): Promise<AdminRow | undefined> {
+  const row: AdminRow | undefined = await trx('devices').where({ storage_system_id: storageSystemId, id: deviceId }).forUpdate().first('owner_cluster', 'admin_state');
+  return row;
+}
+
+function notOwned(deviceId: string, clusterId: string): ProblemError {
+  return new ProblemError('device-not-found', `cluster ${clusterId} does not own a device '${deviceId}'`);
+}
+
+/** Takes a device this cluster owns out of service (`offline`) or puts it back (`in_service`). */
+export function setAdminState(storageSystemId: string, clusterId: string, deviceId: string, state: 'offline' | 'in_service', reason: string | null) {
+  return async (trx: Knex.Transaction): Promise<void> => {
+    const row = await adminRow(trx, storageSystemId, deviceId);
+    if (!row || row.owner_cluster !== clusterId) throw notOwned(deviceId, clusterId);
+    if (row.admin_state === 'retired') throw new ProblemError('device-retired', `device '${deviceId}' is retired; add it again to use it`);
+    await trx('devices')
+      .where({ storage_system_id: storageSystemId, id: deviceId })
+      .update({ admin_state: state, admin_reason: state === 'offline' ? reason : null });
+  };
+}
+
+/** Retires an offline device this cluster owns; its data stays on the device. */
+export function retire(storageSystemId: string, clusterId: string, deviceId: string) {
+  return async (trx: Knex.Transaction): Promise<void> => {
+    const row = await adminRow(trx, storageSystemId, deviceId);
+    if (!row || row.owner_cluster !== clusterId) throw notOwned(deviceId, clusterId);
+    if (row.admin_state === 'retired') return;
+    if (row.admin_state !== 'offline') {
+      throw new ProblemError('device-in-service', `device '${deviceId}' is in service; set it offline before retiring it`);
+    }
+    await trx('devices').where({ storage_system_id: storageSystemId, id: deviceId }).update({ admin_state: 'retired' });
+  };
+}
+
+/** Brings a retired device back into the configuration. */
+export function reinstate(storageSystemId: string, deviceId: string) {
+  return async (trx: Knex.Transaction): Promise<void> => {
+    await trx('devices').where({ storage_system_id: storageSystemId, id: deviceId }).update({ admin_state: 'in_service', admin_reason: null });
+  };
+}
+
+/** The stored device with this id, if any: who owns it and what an operator set. */
+export async function storedDevice(db: Queryable, storageSystemId: string, deviceId: string): Promise<AdminRow | undefined> {
+  const row: AdminRow | undefined = await db('devices').where({ storage_system_id: storageSystemId, id: deviceId }).first('owner_cluster', 'admin_state');
+  return row;
+}
+
+/** The newest version number stored for the cluster (cheaper than the snapshot). */
+export async function currentVersion(db: Queryable, storageSystemId: string, clusterId: string): Promise<number | undefined> {
+  const row = await db<ClusterRow>('clusters').where({ storage_system_id: storageSystemId, id: clusterId }).first('inventory_version');
+  return row?.inventory_version;
 }
 
 export async function latestInventory(db: Queryable, storageSystemId: string, clusterId: string): Promise<Inventory | undefined> {

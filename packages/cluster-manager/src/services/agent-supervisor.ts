@@ -3,6 +3,7 @@ import { agentEntry } from '@duplex/agent';
 import { backoffDelayMs, isHealthy, spawnTypeScript, type Database } from '@duplex/shared';
 import type { FastifyBaseLogger } from 'fastify';
 import type { ClusterManagerConfig, ConfiguredServer } from '../config.ts';
+import type { ClusterManagerMetrics } from '../metrics.ts';
 import { saveAgentIdentity, type AgentIdentity } from '../repositories/cluster-store.ts';
 
 interface SupervisedAgent {
@@ -34,6 +35,7 @@ export class AgentSupervisor {
     private readonly config: ClusterManagerConfig,
     private readonly db: Database,
     private readonly log: FastifyBaseLogger,
+    private readonly metrics?: ClusterManagerMetrics,
   ) {}
 
   start(): void {
@@ -155,6 +157,7 @@ export class AgentSupervisor {
       agent.quickExits = ranMs >= stableRunMs ? 0 : agent.quickExits + 1;
       const delay = agent.quickExits === 0 ? 0 : backoffDelayMs(agent.quickExits - 1, this.config.AGENT_RESTART_BASE_MS, this.config.AGENT_RESTART_MAX_MS);
       this.log.warn({ agent: agent.identity.name, code, signal, restart_in_ms: delay }, 'agent exited; restarting');
+      this.metrics?.agentRestarted(agent.server.id);
       agent.identity = { ...agent.identity, pid: null, state: 'restarting', restarts: agent.identity.restarts + 1 };
       this.persist(agent);
       agent.restartTimer = setTimeout(() => this.launch(agent), delay);

@@ -1,14 +1,20 @@
 import { randomUUID } from 'node:crypto';
 import type { DriverApi } from '@duplex/contracts';
-import { backoffDelayMs, isHealthy, JsonClient, ProblemError, sleep, type Database } from '@duplex/shared';
+import { backoffDelayMs, isHealthy, JsonClient, KeyedLock, ProblemError, problemCodeOf, sleep, type Database, type ProblemDocument } from '@duplex/shared';
+import type { Knex } from 'knex';
 import type { FastifyBaseLogger } from 'fastify';
 import type { ClusterManagerConfig } from '../config.ts';
 import type { Inventory } from '../lib/inventory.ts';
-import { ensureCluster, storeInventory } from '../repositories/cluster-store.ts';
+import type { ClusterManagerMetrics } from '../metrics.ts';
+import { ensureCluster, reinstate, retire, setAdminState, storedDevice, storeInventory } from '../repositories/cluster-store.ts';
 import { failBack, peersOf, renewClusterLease, takeOverPeer, type ClusterLeaseRow } from '../repositories/ownership.ts';
 import { AgentSupervisor } from './agent-supervisor.ts';
 
 type DeviceReportList = DriverApi.components['schemas']['DeviceReportList'];
+type DeviceReport = DriverApi.components['schemas']['DeviceReport'];
+type DeviceWatch = DriverApi.components['schemas']['DeviceWatch'];
+
+const watchWaitMs = 20_000;
 
 /**
  * The cluster's life: at launch it has the driver discover the devices, stores the result
@@ -22,6 +28,10 @@ export class ClusterManager {
   inventory: Inventory | undefined;
   state: ClusterLeaseRow['state'] | undefined;
   private readonly driver: JsonClient;
+  /** Its own connection: a long poll would otherwise hold one of the driver pool's. */
+  private readonly driverWatch: JsonClient;
+  /** One inventory store at a time, so an older discovery never lands after a newer one. */
+  private readonly storing = new KeyedLock();
   private readonly instanceId = randomUUID();
   private readonly abort = new AbortController();
   private leaseExpiresAt = 0;
@@ -34,9 +44,11 @@ export class ClusterManager {
     private readonly config: ClusterManagerConfig,
     private readonly db: Database,
     private readonly log: FastifyBaseLogger,
+    private readonly metrics?: ClusterManagerMetrics,
   ) {
     this.driver = new JsonClient(config.DRIVER_URL, { name: 'driver', timeoutMs: 10_000 });
-    this.supervisor = new AgentSupervisor(config, db, log);
+    this.driverWatch = new JsonClient(config.DRIVER_URL, { name: 'driver', timeoutMs: watchWaitMs + 5_000, connections: 1 });
+    this.supervisor = new AgentSupervisor(config, db, log, metrics);
   }
 
   async start(): Promise<void> {
@@ -48,7 +60,44 @@ export class ClusterManager {
     this.timers.push(
       setInterval(() => void this.renewLease(), Math.max(10, Math.floor(this.config.CLUSTER_LEASE_TTL_MS / 3))),
       setInterval(() => void this.watchPeers(), this.config.PEER_CHECK_INTERVAL_MS),
+      setInterval(() => void this.refreshQuietly('usage refresh'), this.config.USAGE_REFRESH_INTERVAL_MS),
     );
+    void this.watchDevices();
+  }
+
+  /**
+   * Follows the driver's probes with a long poll: each new generation (a device gone, back,
+   * new, marked failed, resized) is discovered and stored at once. A new driver run counts as
+   * a change, since its devices may have changed while it was down.
+   */
+  private async watchDevices(): Promise<void> {
+    let seen: { instanceId: string; generation: number } | undefined;
+    for (let failures = 0; !this.abort.signal.aborted; ) {
+      try {
+        const query = seen ? `?after=${seen.generation}&instance_id=${encodeURIComponent(seen.instanceId)}&wait_ms=${watchWaitMs}` : '?wait_ms=0';
+        const response = await this.driverWatch.call<DeviceWatch>('GET', `/v1/device-changes${query}`);
+        if (response.status !== 200) throw new Error(`the driver answered ${response.status}`);
+        const { instance_id: instanceId, generation } = response.body;
+        const isNews = seen !== undefined && (seen.instanceId !== instanceId || seen.generation < generation);
+        if (seen && seen.instanceId !== instanceId) this.log.info({ instance_id: instanceId }, 'the driver restarted: rediscovering the devices');
+        seen = { instanceId, generation };
+        failures = 0;
+        if (isNews) await this.refreshQuietly('device probe');
+      } catch (error) {
+        if (this.abort.signal.aborted) return;
+        if (failures % 20 === 0) this.log.warn({ err: (error as Error).message }, 'cannot follow the driver\'s device probes; retrying');
+        failures += 1;
+        await sleep(backoffDelayMs(failures, 100, 2_000), this.abort.signal).catch(() => {});
+      }
+    }
+  }
+
+  private async refreshQuietly(cause: string): Promise<void> {
+    try {
+      await this.refreshInventory(cause);
+    } catch (error) {
+      if (!this.abort.signal.aborted) this.log.warn({ err: (error as Error).message, cause }, 'could not store the inventory');
+    }
   }
 
   get holdsLease(): boolean {
@@ -74,6 +123,7 @@ export class ClusterManager {
       await this.maybeFailBack();
     } catch (error) {
       if (!this.holdsLease) this.setFenced(true);
+      this.metrics?.leaseRenewFailed();
       this.log.warn({ err: (error as Error).message, fenced: this.fenced }, 'could not renew the cluster lease');
     }
   }
@@ -104,6 +154,7 @@ export class ClusterManager {
         if (peer.manager_url && (await isHealthy(peer.manager_url, this.config.PEER_HEALTH_TIMEOUT_MS))) continue;
         const taken = await takeOverPeer(this.db, this.config.STORAGE_SYSTEM_ID, this.config.CLUSTER_ID, peer.id);
         if (!taken) continue;
+        this.metrics?.takeover();
         this.log.warn({ peer: peer.id, epoch: taken.epoch, devices: taken.devices }, 'the peer cluster is lost: took over its devices');
         await this.refreshInventory(`takeover of ${peer.id}`);
       }
@@ -118,6 +169,7 @@ export class ClusterManager {
   async failBack(): Promise<Inventory> {
     const moved = await failBack(this.db, this.config.STORAGE_SYSTEM_ID, this.config.CLUSTER_ID);
     if (!moved) throw new ProblemError('cluster-not-recovering', `cluster ${this.config.CLUSTER_ID} is ${this.state ?? 'starting'}, not recovering`);
+    this.metrics?.failback();
     this.state = 'online';
     this.recoveringSince = undefined;
     this.log.info({ epoch: moved.epoch, devices: moved.devices }, 'failed back: home devices are owned here again');
@@ -138,13 +190,57 @@ export class ClusterManager {
   }
 
   /** Discovers the devices again and stores (and broadcasts) a new version if anything changed. */
-  async refreshInventory(cause: string): Promise<Inventory> {
-    const discovered = await this.discover();
-    const { inventory, changed } = await storeInventory(this.db, this.config.STORAGE_SYSTEM_ID, this.config.CLUSTER_ID, discovered.items, cause);
-    this.inventory = inventory;
-    this.log.info({ version: inventory.version, changed, devices: inventory.devices.length, cause }, 'inventory stored');
-    if (changed) await this.broadcast(inventory.version);
+  async refreshInventory(cause: string, adminChange?: (trx: Knex.Transaction) => Promise<void>): Promise<Inventory> {
+    const stored = await this.storing.run(['inventory'], async () => {
+      const discovered = await this.discover();
+      const result = await storeInventory(this.db, this.config.STORAGE_SYSTEM_ID, this.config.CLUSTER_ID, discovered.items, cause, adminChange);
+      this.inventory = result.inventory;
+      return result;
+    });
+    const { inventory, changed, changes } = stored;
+    if (changed) {
+      const described = changes.map((change) => `${change.device_id}: ${change.changes.join('+')}${change.state ? ` -> ${change.state}` : ''}`);
+      this.log.info({ version: inventory.version, cause, devices: inventory.devices.length, changes: described }, 'inventory stored');
+      await this.broadcast(inventory.version);
+    }
     return inventory;
+  }
+
+  /** An operator takes a device out of service (`offline`) or puts it back (`available`). */
+  async setDeviceState(deviceId: string, state: 'offline' | 'available', reason: string | undefined): Promise<Inventory> {
+    const { STORAGE_SYSTEM_ID: storageSystemId, CLUSTER_ID: clusterId } = this.config;
+    const adminState = state === 'offline' ? 'offline' : 'in_service';
+    return this.refreshInventory(`operator set ${deviceId} ${state}`, setAdminState(storageSystemId, clusterId, deviceId, adminState, reason ?? null));
+  }
+
+  /** An operator retires an offline device: out of the configuration, data left in place. */
+  async retireDevice(deviceId: string): Promise<Inventory> {
+    const { STORAGE_SYSTEM_ID: storageSystemId, CLUSTER_ID: clusterId } = this.config;
+    return this.refreshInventory(`operator retired ${deviceId}`, retire(storageSystemId, clusterId, deviceId));
+  }
+
+  /**
+   * An operator adds a device homed in this cluster: a retired one comes back, an unknown id
+   * is created on the driver. A device another cluster owns, or one in the configuration
+   * already, is refused.
+   */
+  async addDevice(deviceId: string, capacityBytes: number): Promise<Inventory> {
+    const { STORAGE_SYSTEM_ID: storageSystemId, CLUSTER_ID: clusterId } = this.config;
+    const existing = await storedDevice(this.db, storageSystemId, deviceId);
+    if (existing && existing.owner_cluster !== clusterId) {
+      throw new ProblemError('device-exists', `device '${deviceId}' belongs to cluster ${existing.owner_cluster}`);
+    }
+    if (existing && existing.admin_state !== 'retired') throw new ProblemError('device-exists', `device '${deviceId}' is already in the configuration`);
+    if (existing) return this.refreshInventory(`operator reinstated ${deviceId}`, reinstate(storageSystemId, deviceId));
+    const response = await this.driver.call<DeviceReport & ProblemDocument>('POST', '/v1/devices', {
+      body: { id: deviceId, home_cluster: clusterId, capacity_bytes: capacityBytes },
+    });
+    if (response.status !== 201) {
+      const code = problemCodeOf(response.body ?? {});
+      if (response.status < 500 && code) throw new ProblemError(code, response.body.detail ?? `the driver refused the device (${response.status})`);
+      throw new ProblemError('upstream-unavailable', `the driver answered ${response.status} to creating device '${deviceId}'`);
+    }
+    return this.refreshInventory(`operator added ${deviceId}`);
   }
 
   private async discover(): Promise<DeviceReportList> {
@@ -164,12 +260,20 @@ export class ClusterManager {
 
   /** Tells every running agent that a new version is stored; each then reports it to its server. */
   private async broadcast(version: number): Promise<void> {
+    const dropRate = Number(this.config.FAULT_DROP_BROADCAST_RATE);
     await Promise.all(
       this.supervisor.urls().map(async (url) => {
+        if (dropRate > 0 && Math.random() < dropRate) {
+          this.log.warn({ url, version }, 'broadcast dropped (fault injection)');
+          this.metrics?.broadcast('dropped');
+          return;
+        }
         const client = new JsonClient(url, { name: 'agent', timeoutMs: 2_000, connections: 1 });
         try {
-          await client.call('POST', '/v1/inventory-changes', { body: { version } });
+          const response = await client.call('POST', '/v1/inventory-changes', { body: { version } });
+          this.metrics?.broadcast(response.status === 202 ? 'delivered' : 'refused');
         } catch (error) {
+          this.metrics?.broadcast('failed');
           // The agent's next heartbeat finds its server behind and reports then.
           this.log.warn({ url, err: (error as Error).message }, 'broadcast to an agent failed');
         } finally {
@@ -183,6 +287,6 @@ export class ClusterManager {
     this.abort.abort();
     for (const timer of this.timers) clearInterval(timer);
     await this.supervisor.stop();
-    await this.driver.close();
+    await Promise.all([this.driver.close(), this.driverWatch.destroy()]);
   }
 }

@@ -58,6 +58,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Metrics in the Prometheus text format
+         * @description The process's metrics for Prometheus to scrape: Node's own (CPU, memory, garbage
+         *     collection, the event loop lag as `nodejs_eventloop_lag_seconds` and its percentiles),
+         *     `duplex_http_request_duration_seconds` by method, route and status, and the tasks this
+         *     agent ran, its heartbeats and the latency of its driver calls. Every duplex metric is named `duplex_*`.
+         */
+        get: operations["getMetrics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/status": {
         parameters: {
             query?: never;
@@ -174,6 +197,8 @@ export interface components {
             epoch: number;
             /** @description The id of the request that submitted the task, carried into every log line. */
             request_id?: string;
+            /** @description The W3C trace context of the request that submitted the task; the agent's run, its driver call and its report continue this trace. */
+            traceparent?: string;
         };
         DispatchBatch: {
             tasks: components["schemas"]["TaskDispatch"][];
@@ -310,6 +335,27 @@ export interface operations {
                 };
                 content: {
                     "application/json": Record<string, never>;
+                };
+            };
+            400: components["responses"]["BadRequest"];
+        };
+    };
+    getMetrics: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The metrics, in the Prometheus text exposition format 0.0.4. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain; version=0.0.4": string;
                 };
             };
             400: components["responses"]["BadRequest"];

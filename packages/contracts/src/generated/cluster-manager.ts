@@ -58,6 +58,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Metrics in the Prometheus text format
+         * @description The process's metrics for Prometheus to scrape: Node's own (CPU, memory, garbage
+         *     collection, the event loop lag as `nodejs_eventloop_lag_seconds` and its percentiles),
+         *     `duplex_http_request_duration_seconds` by method, route and status, and the
+         *     cluster's inventory version, takeovers, failbacks, agent restarts, lease renewal failures and
+         *     broadcasts. Every duplex metric is named `duplex_*`.
+         */
+        get: operations["getMetrics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/inventory": {
         parameters: {
             query?: never;
@@ -67,7 +91,9 @@ export interface paths {
         };
         /**
          * The cluster's stored configuration and state
-         * @description The newest inventory version stored in Postgres, with every device the cluster owns.
+         * @description The newest inventory version stored in Postgres, with every device the cluster owns. Its
+         *     `ETag` names the version; with `If-None-Match` set to it, an unchanged inventory answers
+         *     304 without a body (agents check this way on every heartbeat, so a lost broadcast heals).
          */
         get: operations["getInventory"];
         put?: never;
@@ -116,6 +142,72 @@ export interface paths {
          */
         post: operations["failBack"];
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/devices": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Add a device to the cluster's configuration
+         * @description Creates the device on the cluster's driver with this cluster as its home (or takes an existing
+         *     device with this id back into the configuration when it was retired), then stores and
+         *     broadcasts the new inventory version.
+         */
+        post: operations["addDevice"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/devices/{id}:set-state": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Take a device out of service, or put it back
+         * @description `offline` takes a device this cluster owns out of service for maintenance: tasks for it fail
+         *     at once until it is `available` again. The change is stored as a new inventory version and
+         *     broadcast. A device the driver finds unavailable stays unavailable whatever is set here.
+         */
+        post: operations["setDeviceState"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/devices/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Retire a device
+         * @description Removes an offline device from the configuration: it is listed as `retired`, takes no tasks,
+         *     and its data stays where it is. Adding the device again brings it back. A device that is not
+         *     offline answers 409, so a device in use cannot be retired by mistake.
+         */
+        delete: operations["retireDevice"];
         options?: never;
         head?: never;
         patch?: never;
@@ -176,10 +268,23 @@ export interface components {
             capacity_bytes: number;
             used_bytes: number;
             volume_count: number;
-            /** @enum {string} */
-            state: "available" | "unavailable";
+            /**
+             * @description `offline` and `retired` are set by an operator; `unavailable` is what the driver found.
+             * @enum {string}
+             */
+            state: "available" | "unavailable" | "offline" | "retired";
             reason: string | null;
             epoch: number;
+        };
+        DeviceAddition: {
+            id: string;
+            capacity_bytes: number;
+        };
+        DeviceStateChange: {
+            /** @enum {string} */
+            state: "offline" | "available";
+            /** @description Why the device is taken out of service; shown with it. */
+            reason?: string;
         };
         Inventory: {
             storage_system_id: string;
@@ -209,6 +314,33 @@ export interface components {
         };
     };
     responses: {
+        /** @description This cluster does not own such a device. */
+        NotFound: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description The body is larger than the service accepts (1 MiB). */
+        PayloadTooLarge: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description The body is not `application/json`. */
+        UnsupportedMediaType: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
         /** @description The request is malformed or fails the schema (an unknown query parameter included). */
         BadRequest: {
             headers: {
@@ -230,7 +362,10 @@ export interface components {
             };
         };
     };
-    parameters: never;
+    parameters: {
+        /** @description The device's id. */
+        DeviceIdPath: string;
+    };
     requestBodies: never;
     headers: never;
     pathItems: never;
@@ -315,7 +450,7 @@ export interface operations {
             400: components["responses"]["BadRequest"];
         };
     };
-    getInventory: {
+    getMetrics: {
         parameters: {
             query?: never;
             header?: never;
@@ -324,14 +459,47 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The inventory. */
+            /** @description The metrics, in the Prometheus text exposition format 0.0.4. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    "text/plain; version=0.0.4": string;
+                };
+            };
+            400: components["responses"]["BadRequest"];
+        };
+    };
+    getInventory: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The ETag of the version the caller holds. */
+                "If-None-Match"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The inventory. */
+            200: {
+                headers: {
+                    /** @description The inventory version, as an entity tag. */
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content: {
                     "application/json": components["schemas"]["Inventory"];
                 };
+            };
+            /** @description The inventory is still the version named by If-None-Match. */
+            304: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             400: components["responses"]["BadRequest"];
             503: components["responses"]["Unavailable"];
@@ -379,6 +547,131 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             /** @description The cluster is not recovering. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    addDevice: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "id": "d8",
+                 *       "capacity_bytes": 1073741824
+                 *     }
+                 */
+                "application/json": components["schemas"]["DeviceAddition"];
+            };
+        };
+        responses: {
+            /** @description The inventory with the new device. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Inventory"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            /** @description A device with this id is already in the configuration, or belongs to another cluster. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    setDeviceState: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The device's id. */
+                id: components["parameters"]["DeviceIdPath"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "state": "offline",
+                 *       "reason": "replacing a fan"
+                 *     }
+                 */
+                "application/json": components["schemas"]["DeviceStateChange"];
+            };
+        };
+        responses: {
+            /** @description The inventory after the change. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Inventory"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            404: components["responses"]["NotFound"];
+            /** @description The device is retired. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    retireDevice: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The device's id. */
+                id: components["parameters"]["DeviceIdPath"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The inventory after the change. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Inventory"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            404: components["responses"]["NotFound"];
+            /** @description The device is not offline. */
             409: {
                 headers: {
                     [name: string]: unknown;

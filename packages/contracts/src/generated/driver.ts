@@ -58,6 +58,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Metrics in the Prometheus text format
+         * @description The process's metrics for Prometheus to scrape: Node's own (CPU, memory, garbage
+         *     collection, the event loop lag as `nodejs_eventloop_lag_seconds` and its percentiles),
+         *     `duplex_http_request_duration_seconds` by method, route and status, and the executions
+         *     this driver ran and their duration. Every duplex metric is named `duplex_*`.
+         */
+        get: operations["getMetrics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/devices": {
         parameters: {
             query?: never;
@@ -70,6 +93,36 @@ export interface paths {
          * @description Every device the driver can reach, with its label, capacity, usage and state.
          */
         get: operations["discoverDevices"];
+        put?: never;
+        /**
+         * Create a device
+         * @description Creates a new, empty device with the given label (file backend: a directory with its
+         *     label and an empty `volumes/`). An id that is taken answers 409; an existing device's
+         *     label is never replaced.
+         */
+        post: operations["provisionDevice"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/device-changes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Wait for a change in the devices
+         * @description The driver probes its devices every DRIVER_PROBE_INTERVAL_MS and numbers each probe that
+         *     finds a change (a device gone, back, new, marked failed, or with another capacity) with a
+         *     new generation. This answers at once when the driver's generation is newer than `after`
+         *     (or `instance_id` names an earlier run of the driver), and otherwise when the next change
+         *     is found or `wait_ms` has passed, whichever comes first (a long poll).
+         */
+        get: operations["watchDevices"];
         put?: never;
         post?: never;
         delete?: never;
@@ -163,6 +216,29 @@ export interface components {
             reason: string | null;
             /** @description The newest fencing epoch recorded on the device. */
             epoch: number;
+        };
+        DeviceLabel: {
+            id: components["schemas"]["DeviceId"];
+            home_cluster: components["schemas"]["ClusterId"];
+            capacity_bytes: number;
+        };
+        /** @description What a probe found about one device (usage is left to discovery, which lists the volumes). */
+        DeviceStatus: {
+            id: components["schemas"]["DeviceId"];
+            home_cluster: components["schemas"]["ClusterId"];
+            capacity_bytes: number;
+            /** @enum {string} */
+            state: "available" | "unavailable";
+            reason: string | null;
+        };
+        DeviceWatch: {
+            /** @description This run of the driver; generations restart with it. */
+            instance_id: string;
+            /** @description Raised by every probe that finds a change. */
+            generation: number;
+            /** Format: date-time */
+            probed_at: string;
+            devices: components["schemas"]["DeviceStatus"][];
         };
         DeviceReportList: {
             items: components["schemas"]["DeviceReport"][];
@@ -357,6 +433,27 @@ export interface operations {
             400: components["responses"]["BadRequest"];
         };
     };
+    getMetrics: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The metrics, in the Prometheus text exposition format 0.0.4. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain; version=0.0.4": string;
+                };
+            };
+            400: components["responses"]["BadRequest"];
+        };
+    };
     discoverDevices: {
         parameters: {
             query?: never;
@@ -377,6 +474,78 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             503: components["responses"]["Unavailable"];
+        };
+    };
+    provisionDevice: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "id": "d8",
+                 *       "home_cluster": "c0",
+                 *       "capacity_bytes": 1073741824
+                 *     }
+                 */
+                "application/json": components["schemas"]["DeviceLabel"];
+            };
+        };
+        responses: {
+            /** @description The device is created. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeviceReport"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            /** @description A device with this id exists. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    watchDevices: {
+        parameters: {
+            query?: {
+                /** @description The generation the caller has seen; 0 for none. */
+                after?: number;
+                /** @description The driver run the caller's generation belongs to. */
+                instance_id?: string;
+                /** @description How long to wait for a change before answering with the current generation. */
+                wait_ms?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The devices as of the newest probe. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeviceWatch"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
         };
     };
     probeDevice: {

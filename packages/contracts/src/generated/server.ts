@@ -64,6 +64,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Metrics in the Prometheus text format
+         * @description The process's metrics for Prometheus to scrape: Node's own (CPU, memory, garbage
+         *     collection, the event loop lag as `nodejs_eventloop_lag_seconds` and its percentiles),
+         *     `duplex_http_request_duration_seconds` by method, route and status, and this server's
+         *     tasks by state, dispatch and end-to-end latencies, heartbeats, lease expiries, failovers and
+         *     inventory versions. Every duplex metric is named `duplex_*`.
+         */
+        get: operations["getMetrics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/agents": {
         parameters: {
             query?: never;
@@ -236,6 +260,69 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/tasks/{id}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A task's history
+         * @description Every `task.state_changed` event of the task, oldest first, as the event stream delivers
+         *     them (the same ids and the same order, and a change appears here when the stream would
+         *     deliver it). To follow the task from here on, open `GET /v1/events?task_id=...` with the
+         *     last id of the history as `Last-Event-ID`.
+         */
+        get: operations["listTaskEvents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The live event stream (Server-Sent Events)
+         * @description Every server streams the same events, from the outbox that each change is committed
+         *     with: task state changes, agents registered and lost, inventory and device changes,
+         *     cluster failovers and failbacks. Each message has an `id`, the type as `event`, and an
+         *     `Event` as JSON in `data`. A comment line is sent every `heartbeat_ms` to keep proxies
+         *     from closing an idle stream.
+         *
+         *     Without a position the stream starts at the present: every event committed after the
+         *     request is delivered (and possibly some committed just before it). To resume after a
+         *     disconnect, send the last id received as `Last-Event-ID` (browsers'
+         *     `EventSource` does this by itself) or as `after`; the header wins when both are given.
+         *     Every event after that one is delivered exactly once and in the stream's order, with
+         *     no gap, on any server. Ids are unique but the stream's order is not numeric order, so
+         *     resume only from an id received. An id the outbox does not hold is refused with 410.
+         *
+         *     An event is delivered once every transaction that could still write an earlier one has
+         *     ended (normally within milliseconds), and the changes of one task come in the order
+         *     they were committed.
+         *
+         *     A client that reads too slowly to keep up is disconnected after a final comment; it
+         *     resumes where it stopped. When the server shuts down it ends every stream; the
+         *     `retry` hint tells clients how long to wait before reconnecting (to any server).
+         */
+        get: operations["streamEvents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/storage-systems": {
         parameters: {
             query?: never;
@@ -328,7 +415,85 @@ export interface paths {
          */
         get: operations["listDevices"];
         put?: never;
+        /**
+         * Add a device
+         * @description Adds a device to a cluster's configuration, through that cluster's cluster-manager: a new
+         *     id is created on the cluster's driver with the cluster as its home; a retired device
+         *     comes back into service. The change is stored as a new inventory version, broadcast to
+         *     the cluster's agents and reported by each to its server. The answer comes once this
+         *     server shows the change (or after 2 s, the change being stored either way).
+         */
+        post: operations["addDevice"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/storage-systems/{id}/devices/{device_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get a device
+         * @description The device as this server's agents last reported it.
+         */
+        get: operations["getDevice"];
+        put?: never;
         post?: never;
+        /**
+         * Retire a device
+         * @description Removes an offline device from the configuration, through the cluster-manager of the
+         *     cluster that owns it. It is listed as `retired` and takes no tasks; its data stays on
+         *     the device. A device that is not offline answers 409, so a device in use is never
+         *     retired by mistake. Adding it again brings it back.
+         */
+        delete: operations["retireDevice"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/storage-systems/{id}/devices/{device_id}:set-state": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Take a device out of service, or put it back
+         * @description `offline` takes a device out of service for maintenance, through the cluster-manager of the
+         *     cluster that owns it: queued and new tasks for it fail at once with `device-unavailable`
+         *     until it is set `available` again. A device the driver finds unavailable stays so.
+         */
+        post: operations["setDeviceState"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/storage-systems/{id}/clusters/{cluster_id}:rescan": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Rescan a cluster's devices
+         * @description Has the cluster's cluster-manager discover its devices again now (instead of at the
+         *     driver's next probe) and store and broadcast a new inventory version if anything changed.
+         */
+        post: operations["rescanCluster"];
         delete?: never;
         options?: never;
         head?: never;
@@ -472,8 +637,13 @@ export interface components {
             /** @description The version this server holds for the agent's cluster; the agent reports again when it is behind. */
             inventory_version: number | null;
         };
-        /** @enum {string} */
-        DeviceState: "available" | "unavailable";
+        /**
+         * @description `available`: tasks run on it. `unavailable`: the driver finds it gone, unreadable or marked
+         *     FAILED. `offline`: an operator took it out of service (maintenance). `retired`: an operator
+         *     removed it from the configuration. Tasks for a device in any state but `available` fail at once.
+         * @enum {string}
+         */
+        DeviceState: "available" | "unavailable" | "offline" | "retired";
         /** @enum {string} */
         ClusterState: "online" | "failed" | "recovering";
         ReportedDevice: {
@@ -651,6 +821,8 @@ export interface components {
             state: "running" | "succeeded" | "failed" | "refused";
             result?: components["schemas"]["TaskResult"];
             error?: components["schemas"]["Problem"];
+            /** @description The W3C trace context of the agent's run of the attempt, so the server logs the report under the task's trace. */
+            traceparent?: string;
         };
         TaskReportBatch: {
             reports: components["schemas"]["TaskReport"][];
@@ -707,6 +879,25 @@ export interface components {
             inventory_version: number;
             reported_at: components["schemas"]["Timestamp"];
         };
+        DeviceAddition: {
+            id: components["schemas"]["DeviceId"];
+            cluster_id: components["schemas"]["ClusterId"];
+            capacity_bytes: number;
+        };
+        DeviceStateChange: {
+            /** @enum {string} */
+            state: "offline" | "available";
+            /** @description Why the device is taken out of service; shown with it. */
+            reason?: string;
+        };
+        RescanResult: {
+            storage_system_id: components["schemas"]["StorageSystemId"];
+            cluster_id: components["schemas"]["ClusterId"];
+            state: components["schemas"]["ClusterState"];
+            inventory_version: number;
+            recorded_at: components["schemas"]["Timestamp"];
+            device_count: number;
+        };
         FailbackResult: {
             storage_system_id: components["schemas"]["StorageSystemId"];
             cluster_id: components["schemas"]["ClusterId"];
@@ -719,6 +910,47 @@ export interface components {
         };
         DeviceList: {
             items: components["schemas"]["Device"][];
+            next_cursor: string | null;
+        };
+        /**
+         * @description An event's id. Ids are unique, but the stream's order is not their numeric order
+         *     (transactions commit in another order than they draw ids); resume from an id received,
+         *     never from a computed one.
+         * @example 42
+         */
+        EventId: string;
+        /**
+         * @description What happened. The event's `data` holds:
+         *     - `task.state_changed`: a task moved to another state: `task_id`, `state`, `attempt`, `agent_id`, `server_id`.
+         *     - `agent.registered`: an agent registered for the first time, as a new incarnation (a new
+         *       process), or again after it was lost: `agent_id`, `server_id`, `cluster_id`, `incarnation`.
+         *     - `agent.lost`: an agent's incarnation is gone, once per incarnation and lost lease: its lease
+         *       ran out (`reason` `lease_expired`) or a new process replaced it (`reason` `replaced`):
+         *       `agent_id`, `server_id`, `cluster_id`, `incarnation`, `reason`, `lease_expires_at`.
+         *     - `inventory.changed`: a cluster stored a new inventory version: `cluster_id`, `version`, `cause`, `device_count`.
+         *     - `device.changed`: one device's configuration or state changed in a new inventory version:
+         *       `cluster_id`, `version`, `cause` and the device's change.
+         *     - `cluster.failover`: a cluster took its failed peer's devices over: `failed_cluster`, `survivor`, `epoch`, `devices`.
+         *     - `cluster.failback`: a recovered cluster took its home devices back: `cluster`, `epoch`, `devices`.
+         * @enum {string}
+         */
+        EventType: "task.state_changed" | "agent.registered" | "agent.lost" | "inventory.changed" | "device.changed" | "cluster.failover" | "cluster.failback";
+        /** @description One event of the outbox. */
+        Event: {
+            id: components["schemas"]["EventId"];
+            type: components["schemas"]["EventType"];
+            /** @description The storage system the event concerns. */
+            storage_system_id: string | null;
+            /** @description The task the event concerns. */
+            task_id: string | null;
+            /** @description What happened; the fields depend on the type (see EventType). */
+            data: {
+                [key: string]: unknown;
+            };
+            created_at: components["schemas"]["Timestamp"];
+        };
+        EventList: {
+            items: components["schemas"]["Event"][];
             next_cursor: string | null;
         };
     };
@@ -792,6 +1024,18 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
+        /**
+         * @description The event id to resume after is not in the outbox, so the stream cannot continue from
+         *     it without a gap. Read the current state again and open the stream without a position.
+         */
+        Gone: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
         /** @description A dependency is unavailable; retry after `Retry-After` seconds. */
         Unavailable: {
             headers: {
@@ -817,6 +1061,10 @@ export interface components {
         AgentId: components["schemas"]["AgentId"];
         /** @description The task's id. */
         TaskId: components["schemas"]["TaskId"];
+        /** @description The device's id. */
+        DeviceIdPath: components["schemas"]["DeviceId"];
+        /** @description The cluster's id. */
+        ClusterIdPath: components["schemas"]["ClusterId"];
         /** @description The storage system's id. */
         StorageSystemId: components["schemas"]["StorageSystemId"];
     };
@@ -899,6 +1147,27 @@ export interface operations {
                 };
                 content: {
                     "application/json": Record<string, never>;
+                };
+            };
+            400: components["responses"]["BadRequest"];
+        };
+    };
+    getMetrics: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The metrics, in the Prometheus text exposition format 0.0.4. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain; version=0.0.4": string;
                 };
             };
             400: components["responses"]["BadRequest"];
@@ -1305,6 +1574,82 @@ export interface operations {
             503: components["responses"]["Unavailable"];
         };
     };
+    listTaskEvents: {
+        parameters: {
+            query?: {
+                /** @description The largest number of items to return (default 50). */
+                limit?: components["parameters"]["Limit"];
+                /** @description The `next_cursor` of the previous page. */
+                cursor?: components["parameters"]["Cursor"];
+            };
+            header?: never;
+            path: {
+                /** @description The task's id. */
+                id: components["parameters"]["TaskId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of the task's events, oldest first. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EventList"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            404: components["responses"]["NotFound"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    streamEvents: {
+        parameters: {
+            query?: {
+                /** @description The same as `Last-Event-ID`, for clients that cannot set headers. */
+                after?: components["schemas"]["EventId"];
+                /**
+                 * @description Only events of these types. Repeat the parameter or separate the types with commas:
+                 *     `type=task.state_changed,agent.lost`. Each must be an `EventType`.
+                 * @example [
+                 *       "task.state_changed"
+                 *     ]
+                 */
+                type?: string[];
+                /** @description Only items of this storage system. */
+                storage_system_id?: components["parameters"]["StorageSystemFilter"];
+                /** @description Only the events of this task. */
+                task_id?: components["schemas"]["TaskId"];
+                /** @description How often a heartbeat comment is sent while no event is (default 15000). */
+                heartbeat_ms?: number;
+            };
+            header?: {
+                /** @description The id of the last event received; the stream resumes right after it. */
+                "Last-Event-ID"?: components["schemas"]["EventId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The stream, until the client disconnects, reads too slowly or the server shuts down. */
+            200: {
+                headers: {
+                    /** @description `no-cache`: the stream is never cached. */
+                    "Cache-Control"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            410: components["responses"]["Gone"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
     listStorageSystems: {
         parameters: {
             query?: {
@@ -1446,6 +1791,172 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["DeviceList"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            404: components["responses"]["NotFound"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    addDevice: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The storage system's id. */
+                id: components["parameters"]["StorageSystemId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "id": "d8",
+                 *       "cluster_id": "c0",
+                 *       "capacity_bytes": 1073741824
+                 *     }
+                 */
+                "application/json": components["schemas"]["DeviceAddition"];
+            };
+        };
+        responses: {
+            /** @description The device as stored. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Device"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    getDevice: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The storage system's id. */
+                id: components["parameters"]["StorageSystemId"];
+                /** @description The device's id. */
+                device_id: components["parameters"]["DeviceIdPath"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The device. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Device"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            404: components["responses"]["NotFound"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    retireDevice: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The storage system's id. */
+                id: components["parameters"]["StorageSystemId"];
+                /** @description The device's id. */
+                device_id: components["parameters"]["DeviceIdPath"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The device as stored. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Device"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    setDeviceState: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The storage system's id. */
+                id: components["parameters"]["StorageSystemId"];
+                /** @description The device's id. */
+                device_id: components["parameters"]["DeviceIdPath"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "state": "offline",
+                 *       "reason": "replacing a fan"
+                 *     }
+                 */
+                "application/json": components["schemas"]["DeviceStateChange"];
+            };
+        };
+        responses: {
+            /** @description The device as stored. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Device"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    rescanCluster: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The storage system's id. */
+                id: components["parameters"]["StorageSystemId"];
+                /** @description The cluster's id. */
+                cluster_id: components["parameters"]["ClusterIdPath"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The cluster's inventory as stored after the rescan. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RescanResult"];
                 };
             };
             400: components["responses"]["BadRequest"];

@@ -44,6 +44,8 @@ export interface DeviceStore {
   deleteVolume(id: string, name: string): Promise<void>;
   /** Copies the source's bytes as they are now to a new volume; returns its size. */
   copyVolume(from: { device: string; name: string }, to: { device: string; name: string }): Promise<number>;
+  /** Creates a new, empty device with this label; `device-exists` when the id is taken. */
+  provision(label: DeviceLabel): Promise<void>;
   /** `ok`, or why the store cannot be used. */
   readiness(): Promise<string>;
 }

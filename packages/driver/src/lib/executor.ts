@@ -1,10 +1,10 @@
 import { KeyedLock, ProblemError, problemDocument, type ProblemDocument } from '@duplex/shared';
-import type { DeviceStore, VolumeEntry } from './device-store.ts';
+import type { DeviceLabel, DeviceStore, VolumeEntry } from './device-store.ts';
 import { resultOf, type ExecutionRecord, type SettledRecord } from './execution-record.ts';
 import { checkEpoch, checkTask } from './fencing.ts';
 import { describeError } from './files.ts';
 import { parseOperation, type Operation } from './operations.ts';
-import type { DeviceReport, DriverBackend, ExecutionOutput, ExecutionRequest, ExecutionResult } from './types.ts';
+import type { DeviceReport, DeviceStatus, DriverBackend, ExecutionOutput, ExecutionRequest, ExecutionResult } from './types.ts';
 
 /** The home cluster reported for a device whose label cannot be read. */
 export const unknownHomeCluster = 'unknown';
@@ -40,20 +40,48 @@ export class Executor implements DriverBackend {
   ) {}
 
   async discover(): Promise<DeviceReport[]> {
-    let ids: string[];
-    try {
-      ids = await this.store.deviceIds();
-    } catch (error) {
-      throw new ProblemError('not-ready', `the devices cannot be listed (${describeError(error)})`, { cause: error });
-    }
+    const ids = await this.deviceIds();
     const reports = await Promise.all(ids.sort().map((id) => this.report(id)));
     return reports.filter((report): report is DeviceReport => report !== undefined);
+  }
+
+  async scan(): Promise<DeviceStatus[]> {
+    const ids = await this.deviceIds();
+    const statuses = await Promise.all(
+      ids.map(async (id): Promise<DeviceStatus | undefined> => {
+        const inspection = await this.store.inspect(id);
+        if (!inspection) return undefined;
+        const { label } = inspection;
+        const fault = inspection.fault ?? (label ? null : 'the device has no valid label');
+        return {
+          id,
+          home_cluster: label?.home_cluster ?? unknownHomeCluster,
+          capacity_bytes: label?.capacity_bytes ?? 0,
+          state: fault === null ? 'available' : 'unavailable',
+          reason: fault,
+        };
+      }),
+    );
+    return statuses.filter((status): status is DeviceStatus => status !== undefined);
+  }
+
+  async provision(label: DeviceLabel): Promise<DeviceReport> {
+    await this.queue.run([label.id], () => this.store.provision(label));
+    return this.probe(label.id);
   }
 
   async probe(id: string): Promise<DeviceReport> {
     const report = await this.report(id);
     if (!report) throw deviceNotFound(id, 'id');
     return report;
+  }
+
+  private async deviceIds(): Promise<string[]> {
+    try {
+      return (await this.store.deviceIds()).sort();
+    } catch (error) {
+      throw new ProblemError('not-ready', `the devices cannot be listed (${describeError(error)})`, { cause: error });
+    }
   }
 
   async readiness(): Promise<Record<string, string>> {

@@ -186,6 +186,14 @@ export class FileDeviceStore implements DeviceStore {
     }
   }
 
+  async provision(label: DeviceLabel): Promise<void> {
+    if (await isDirectory(this.deviceDir(label.id))) throw new ProblemError('device-exists', `device ${label.id} already exists under ${this.root}`);
+    const { created } = await provisionFileDevice(this.root, label).catch((error: unknown) => {
+      throw problemFromFsError(error, `creating device ${label.id}`);
+    });
+    if (!created) throw new ProblemError('device-exists', `device ${label.id} already has a label`);
+  }
+
   async readiness(): Promise<string> {
     try {
       await readdir(this.root);

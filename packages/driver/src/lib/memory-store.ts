@@ -88,6 +88,21 @@ export class MemoryDeviceStore implements DeviceStore {
     return size;
   }
 
+  async provision(label: DeviceLabel): Promise<void> {
+    if (this.devices.has(label.id)) throw new ProblemError('device-exists', `device ${label.id} already exists`);
+    this.devices.set(label.id, { label: { ...label }, fault: null, epoch: 0, volumes: new Map(), records: new Map() });
+  }
+
+  /** Changes a device's capacity as if it were grown or shrunk underneath (fault injection). */
+  setCapacity(id: string, capacityBytes: number): void {
+    this.device(id).label.capacity_bytes = capacityBytes;
+  }
+
+  /** Removes a device as if it were detached (fault injection). */
+  detach(id: string): void {
+    this.devices.delete(id);
+  }
+
   async readiness(): Promise<string> {
     return 'ok';
   }

@@ -9,6 +9,8 @@ export type ExecutionOutput = NonNullable<ExecutionResult['result']>;
 export type DeviceReport = Schemas['DeviceReport'];
 export type DeviceState = DeviceReport['state'];
 export type Volume = Schemas['Volume'];
+export type DeviceStatus = Schemas['DeviceStatus'];
+export type DeviceLabelRequest = Schemas['DeviceLabel'];
 
 /**
  * What the routes need from a backend. Every backend is the one executor over a device
@@ -17,6 +19,10 @@ export type Volume = Schemas['Volume'];
 export interface DriverBackend {
   /** Every device the backend can reach, sorted by id; throws `not-ready` when none can be listed. */
   discover(): Promise<DeviceReport[]>;
+  /** What a probe sees of every device: presence, label and faults, without listing volumes. */
+  scan(): Promise<DeviceStatus[]>;
+  /** Creates a new device; throws `device-exists`. */
+  provision(label: DeviceLabelRequest): Promise<DeviceReport>;
   /** One device; throws `device-not-found`. */
   probe(id: string): Promise<DeviceReport>;
   /** Runs (or replays) one execution; refusals throw a ProblemError, device failures are outcomes. */

@@ -21,6 +21,10 @@ export class AgentRegistry {
     return this.agents.get(id);
   }
 
+  all(): IterableIterator<RegisteredAgent> {
+    return this.agents.values();
+  }
+
   renew(id: string, leaseExpiresAt: number): void {
     const agent = this.agents.get(id);
     if (agent) agent.leaseExpiresAt = leaseExpiresAt;

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { ServerApi } from '@duplex/contracts';
+import type { InventoryView } from './inventory-view.ts';
 
 export type TaskRequest = ServerApi.components['schemas']['TaskRequest'];
 export type TaskKind = ServerApi.components['schemas']['TaskKind'];
@@ -77,7 +78,7 @@ export function submitCatalogEffect(request: TaskRequest): SubmitCatalogEffect {
 }
 
 /** The devices a task touches: its target, and a copy's target device. */
-export function devicesOf(request: Pick<TaskRequest, 'device' | 'params'>): string[] {
+export function devicesOf(request: { device: string; params?: TaskRequest['params'] | TaskParams }): string[] {
   const params = (request.params ?? {}) as TaskParams;
   return params.target_device && params.target_device !== request.device ? [request.device, params.target_device] : [request.device];
 }
@@ -120,4 +121,15 @@ export function settleCatalogActions(task: SettledTask, outcome: Outcome, errorC
     case 'device.probe':
       return [];
   }
+}
+
+/** Why a task cannot run on the devices it names, or undefined when they are in service (or not yet known). */
+export function unusableDevice(inventory: InventoryView, task: { storage_system_id: string; device: string; params?: TaskRequest['params'] | TaskParams }): string | undefined {
+  for (const deviceId of devicesOf(task)) {
+    const location = inventory.locate(task.storage_system_id, deviceId);
+    if (location && location.device.state !== 'available') {
+      return `device '${deviceId}' is ${location.device.state}: ${location.device.reason ?? 'no reason given'}`;
+    }
+  }
+  return undefined;
 }

@@ -1,5 +1,5 @@
 import type { ServerApi } from '@duplex/contracts';
-import { decodeCursor, encodeCursor, type Queryable } from '@duplex/shared';
+import { decodeCursor, encodeCursor, type Database, type Queryable } from '@duplex/shared';
 
 export type Agent = ServerApi.components['schemas']['Agent'];
 export type AgentRegistrationRequest = ServerApi.components['schemas']['AgentRegistrationRequest'];
@@ -17,6 +17,8 @@ export interface AgentRow {
   registered_at: Date;
   heartbeat_at: Date;
   lease_expires_at: Date;
+  /** Set when the agent was found lost and `agent.lost` was written; cleared when it is back. */
+  lost_at: Date | null;
 }
 
 export function toAgentResource(row: AgentRow, now: Date = new Date()): Agent {
@@ -37,19 +39,23 @@ export function toAgentResource(row: AgentRow, now: Date = new Date()): Agent {
   };
 }
 
+export interface AgentRegistration {
+  row: AgentRow;
+  created: boolean;
+  newIncarnation: boolean;
+  /** The registration as it was before, when there was one. */
+  previous: Pick<AgentRow, 'incarnation' | 'lease_expires_at' | 'lost_at'> | undefined;
+}
+
 /**
  * Registers or renews an agent. The same process registering again keeps its incarnation;
- * a new process (pid, URL or start time changed) gets the next one.
+ * a new process (pid, URL or start time changed) gets the next one. Run it in a transaction:
+ * the previous registration stays locked until the caller has recorded what changed.
  */
-export async function upsertAgent(
-  db: Queryable,
-  id: string,
-  request: AgentRegistrationRequest,
-  leaseTtlMs: number,
-): Promise<{ row: AgentRow; created: boolean; newIncarnation: boolean }> {
-  const { rows } = await db.raw<{ rows: (AgentRow & { created: boolean; previous_incarnation: number | null })[] }>(
-    `with previous as (select incarnation from agents where id = :id)
-     insert into agents as a (id, name, server_id, storage_system_id, cluster_id, url, pid, incarnation, started_at, registered_at, heartbeat_at, lease_expires_at)
+export async function upsertAgent(db: Queryable, id: string, request: AgentRegistrationRequest, leaseTtlMs: number): Promise<AgentRegistration> {
+  const previous: AgentRegistration['previous'] = await db<AgentRow>('agents').where({ id }).forUpdate().first('incarnation', 'lease_expires_at', 'lost_at');
+  const { rows } = await db.raw<{ rows: (AgentRow & { created: boolean })[] }>(
+    `insert into agents as a (id, name, server_id, storage_system_id, cluster_id, url, pid, incarnation, started_at, registered_at, heartbeat_at, lease_expires_at)
      values (:id, :name, :server_id, :storage_system_id, :cluster_id, :url, :pid, 1, :started_at, now(), now(), now() + make_interval(secs => :ttl / 1000.0))
      on conflict (id) do update set
        incarnation = case when a.pid <> excluded.pid or a.url <> excluded.url or a.started_at <> excluded.started_at
@@ -57,28 +63,72 @@ export async function upsertAgent(
        registered_at = case when a.pid <> excluded.pid or a.url <> excluded.url or a.started_at <> excluded.started_at
                             then now() else a.registered_at end,
        pid = excluded.pid, url = excluded.url, started_at = excluded.started_at,
-       heartbeat_at = now(), lease_expires_at = excluded.lease_expires_at
-     returning a.*, (xmax = 0) as created, (select incarnation from previous) as previous_incarnation`,
+       heartbeat_at = now(), lease_expires_at = excluded.lease_expires_at, lost_at = null
+     returning a.*, (xmax = 0) as created`,
     { id, ...request, ttl: leaseTtlMs },
   );
-  const { created, previous_incarnation: previous, ...row } = rows[0]!;
-  return { row, created, newIncarnation: previous !== null && previous !== row.incarnation };
+  const { created, ...row } = rows[0]!;
+  return { row, created, newIncarnation: previous !== undefined && previous.incarnation !== row.incarnation, previous };
 }
 
-/** Renews the lease of this server's agent in the given incarnation; undefined when there is none. */
+/**
+ * The events of a registration: a replaced incarnation that was not yet known lost is lost
+ * now, and an agent that is new, a new process, or back after it was lost is registered.
+ */
+export async function recordRegistration(db: Queryable, registration: AgentRegistration): Promise<void> {
+  const { row, created, newIncarnation, previous } = registration;
+  if (newIncarnation && previous && previous.lost_at === null) {
+    await recordAgentEvent(db, 'agent.lost', { ...row, incarnation: previous.incarnation }, { reason: 'replaced', lease_expires_at: previous.lease_expires_at.toISOString() });
+  }
+  if (created || newIncarnation || (previous && previous.lost_at !== null)) await recordAgentEvent(db, 'agent.registered', row);
+}
+
+/**
+ * Renews the lease of this server's agent in the given incarnation; undefined when there is none.
+ * An agent that had been found lost (a hang longer than its lease) is back: that is recorded too.
+ */
 export async function renewAgentLease(
-  db: Queryable,
+  db: Database,
   registration: { id: string; serverId: string; incarnation: number },
   leaseTtlMs: number,
 ): Promise<AgentRow | undefined> {
+  const renew = async (trx: Queryable, lost: boolean) => {
+    const rows = await trx<AgentRow>('agents')
+      .where({ id: registration.id, server_id: registration.serverId, incarnation: registration.incarnation })
+      .where((query) => (lost ? query.whereNotNull('lost_at') : query.whereNull('lost_at')))
+      .update({
+        heartbeat_at: trx.fn.now() as never,
+        lease_expires_at: trx.raw('now() + make_interval(secs => ? / 1000.0)', [leaseTtlMs]) as never,
+        lost_at: null,
+      })
+      .returning('*');
+    return rows[0];
+  };
+  // The usual case, in one statement; the return of a lost agent, with its event, in one transaction.
+  const renewed = await renew(db, false);
+  if (renewed) return renewed;
+  return db.transaction(async (trx) => {
+    const back = await renew(trx, true);
+    if (back) await recordAgentEvent(trx, 'agent.registered', back);
+    return back;
+  });
+}
+
+/**
+ * Marks this server's agents whose lease has run out as lost, each once per lost lease, and
+ * writes `agent.lost` for each in the same transaction (the caller's).
+ */
+export async function markLostAgents(db: Queryable, serverId: string): Promise<AgentRow[]> {
   const rows = await db<AgentRow>('agents')
-    .where({ id: registration.id, server_id: registration.serverId, incarnation: registration.incarnation })
-    .update({
-      heartbeat_at: db.fn.now() as never,
-      lease_expires_at: db.raw('now() + make_interval(secs => ? / 1000.0)', [leaseTtlMs]) as never,
-    })
+    .where({ server_id: serverId })
+    .whereNull('lost_at')
+    .where('lease_expires_at', '<', db.fn.now())
+    .update({ lost_at: db.fn.now() as never })
     .returning('*');
-  return rows[0];
+  if (rows.length > 0) {
+    await db('events').insert(rows.map((row) => agentEvent('agent.lost', row, { reason: 'lease_expired', lease_expires_at: row.lease_expires_at.toISOString() })));
+  }
+  return rows;
 }
 
 export async function findAgent(db: Queryable, id: string): Promise<AgentRow | undefined> {
@@ -114,12 +164,19 @@ export async function listAgents(
   return { items, next_cursor: rows.length > limit && last ? encodeCursor([last.id]) : null };
 }
 
-export async function recordAgentEvent(db: Queryable, type: string, row: AgentRow): Promise<void> {
-  await db('events').insert({
+type AgentEventType = 'agent.registered' | 'agent.lost';
+type AgentIdentity = Pick<AgentRow, 'id' | 'server_id' | 'storage_system_id' | 'cluster_id' | 'incarnation'>;
+
+function agentEvent(type: AgentEventType, row: AgentIdentity, details: Record<string, unknown>) {
+  return {
     type,
     storage_system_id: row.storage_system_id,
-    payload: JSON.stringify({ agent_id: row.id, server_id: row.server_id, cluster_id: row.cluster_id, incarnation: row.incarnation }),
-  });
+    payload: JSON.stringify({ agent_id: row.id, server_id: row.server_id, cluster_id: row.cluster_id, incarnation: row.incarnation, ...details }),
+  };
+}
+
+export async function recordAgentEvent(db: Queryable, type: AgentEventType, row: AgentIdentity, details: Record<string, unknown> = {}): Promise<void> {
+  await db('events').insert(agentEvent(type, row, details));
 }
 
 /** Servers other than this one with a live lease and a live agent in the cluster. */

@@ -68,3 +68,9 @@ export async function clusterManagerUrl(db: Queryable, storageSystemId: string, 
   const row: { manager_url: string | null } | undefined = await db('clusters').where({ storage_system_id: storageSystemId, id: clusterId }).first('manager_url');
   return row?.manager_url ?? undefined;
 }
+
+/** The cluster that owns the device, as stored by the cluster-managers. */
+export async function deviceOwner(db: Queryable, storageSystemId: string, deviceId: string): Promise<string | undefined> {
+  const row: { owner_cluster: string } | undefined = await db('devices').where({ storage_system_id: storageSystemId, id: deviceId }).first('owner_cluster');
+  return row?.owner_cluster;
+}

@@ -11,6 +11,8 @@ export interface TaskRow {
   idempotency_key: string | null;
   request_hash: string;
   request_id: string | null;
+  /** The W3C traceparent of the submitting request; the task's dispatches, runs and reports continue its trace. */
+  traceparent: string | null;
   kind: TaskKind;
   storage_system_id: string;
   device: string;
@@ -68,7 +70,7 @@ export async function findTaskByIdempotencyKey(db: Queryable, key: string, ttlHo
   return undefined;
 }
 
-export type NewTask = Pick<TaskRow, 'id' | 'idempotency_key' | 'request_hash' | 'request_id' | 'kind' | 'storage_system_id' | 'device' | 'params' | 'server_id'>;
+export type NewTask = Pick<TaskRow, 'id' | 'idempotency_key' | 'request_hash' | 'request_id' | 'traceparent' | 'kind' | 'storage_system_id' | 'device' | 'params' | 'server_id'>;
 
 /** Inserts a queued task; undefined when its idempotency key is already taken. */
 export async function insertTask(db: Queryable, task: NewTask): Promise<TaskRow | undefined> {
@@ -174,6 +176,7 @@ export interface StateReport {
   state: 'running' | 'succeeded' | 'failed' | 'refused';
   result?: TaskResult;
   error?: Problem;
+  traceparent?: string;
 }
 
 /** Applies reports whose token is the current attempt's; returns the rows that changed. */
@@ -191,6 +194,20 @@ export async function applyStateReports(db: Queryable, reports: StateReport[]): 
         and (t.state = 'dispatched' or (t.state = 'running' and r.state <> 'running'))
   returning t.*`,
     [JSON.stringify(reports)],
+  );
+  return rows;
+}
+
+/** Fails queued tasks that cannot run (their device is out of service), each with its problem. */
+export async function failQueuedTasks(db: Queryable, failures: { id: string; error: Problem }[]): Promise<TaskRow[]> {
+  if (failures.length === 0) return [];
+  const { rows } = await db.raw<{ rows: TaskRow[] }>(
+    `update tasks t
+        set state = 'failed', error = f.error, finished_at = now(), updated_at = now()
+       from jsonb_to_recordset(?::jsonb) as f(id text, error jsonb)
+      where t.id = f.id and t.state = 'queued'
+  returning t.*`,
+    [JSON.stringify(failures)],
   );
   return rows;
 }
@@ -286,4 +303,10 @@ export async function adoptTasksOfExpiredServers(db: Queryable, serverId: string
 
 export async function queuedTaskLocations(db: Queryable, serverId: string): Promise<Pick<TaskRow, 'id' | 'storage_system_id' | 'device'>[]> {
   return db<TaskRow>('tasks').where({ server_id: serverId, state: 'queued' }).select('id', 'storage_system_id', 'device').orderBy('created_at').limit(5000);
+}
+
+/** How many tasks there are in each state, per kind (one grouped scan, for the metrics). */
+export async function countTasksByStateAndKind(db: Queryable): Promise<{ state: TaskState; kind: TaskKind; count: number }[]> {
+  const rows: { state: TaskState; kind: TaskKind; count: string }[] = await db('tasks').select('state', 'kind').count('* as count').groupBy('state', 'kind');
+  return rows.map((row) => ({ state: row.state, kind: row.kind, count: Number(row.count) }));
 }

@@ -1,10 +1,11 @@
 import type { ServerApi } from '@duplex/contracts';
-import { ProblemError, type OperationHandlers } from '@duplex/shared';
+import { parseTraceparent, ProblemError, traceLogFields, type OperationHandlers } from '@duplex/shared';
+import type { FastifyBaseLogger } from 'fastify';
 import type { ServerContext } from '../context.ts';
 import { agentIdOf } from '../lib/ids.ts';
 import * as agents from '../repositories/agents.ts';
 import { storeInventoryReport } from '../repositories/inventories.ts';
-import { recordTransitions, requeueAgentAttempts, requeueAttemptsOnMovedDevices } from '../repositories/tasks.ts';
+import { recordTransitions, requeueAgentAttempts, requeueAttemptsOnMovedDevices, type StateReport } from '../repositories/tasks.ts';
 
 type Ops = ServerApi.operations;
 type AgentOps = 'registerAgent' | 'listAgents' | 'getAgent' | 'heartbeatAgent' | 'reportInventory' | 'reportTaskStates';
@@ -28,8 +29,8 @@ export function agentHandlers(context: ServerContext): Pick<OperationHandlers<Op
       const id = agentIdOf(body);
       const { row, created, newIncarnation } = await db.transaction(async (trx) => {
         const result = await agents.upsertAgent(trx, id, body, config.AGENT_LEASE_TTL_MS);
+        await agents.recordRegistration(trx, result);
         if (result.created || result.newIncarnation) {
-          await agents.recordAgentEvent(trx, 'agent.registered', result.row);
           // The previous incarnation's attempts died with it: run them again under new tokens.
           await recordTransitions(trx, await requeueAgentAttempts(trx, id));
         }
@@ -69,6 +70,7 @@ export function agentHandlers(context: ServerContext): Pick<OperationHandlers<Op
     async heartbeatAgent(request) {
       const { id } = request.params;
       const renewed = await agents.renewAgentLease(db, { id, serverId: config.SERVER_ID, incarnation: request.body.incarnation }, config.AGENT_LEASE_TTL_MS);
+      context.metrics.heartbeat(renewed !== undefined);
       if (!renewed) {
         const current = await ownAgent(id);
         throw new ProblemError('stale-incarnation', `incarnation ${current.incarnation} of agent '${id}' is registered, not ${request.body.incarnation}`);
@@ -103,6 +105,7 @@ export function agentHandlers(context: ServerContext): Pick<OperationHandlers<Op
     async reportTaskStates(request) {
       await ownAgent(request.params.id);
       const outcomes = await context.tasks.applyReports(request.body.reports);
+      logAppliedReports(request.server.log, String(request.id), request.body.reports, outcomes);
       const values = [...outcomes.values()];
       if (values.includes('applied')) context.dispatcher.kick();
       if (values.every((outcome) => outcome === 'stale')) {
@@ -111,4 +114,19 @@ export function agentHandlers(context: ServerContext): Pick<OperationHandlers<Op
       return { results: [...outcomes].map(([task_id, outcome]) => ({ task_id, outcome })) };
     },
   };
+}
+
+/**
+ * One line per applied report, under the task's trace (carried by the report) rather than the
+ * report request's: a batch holds reports of many tasks.
+ */
+function logAppliedReports(log: FastifyBaseLogger, requestId: string, reports: StateReport[], outcomes: Map<string, string>): void {
+  for (const report of reports) {
+    if (outcomes.get(report.task_id) !== 'applied') continue;
+    const trace = parseTraceparent(report.traceparent);
+    log.info(
+      { request_id: requestId, task_id: report.task_id, fencing_token: report.fencing_token, state: report.state, ...(trace ? traceLogFields(trace) : {}) },
+      'task report applied',
+    );
+  }
 }

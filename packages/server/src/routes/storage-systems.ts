@@ -1,10 +1,8 @@
-import type { ClusterManagerApi, ServerApi } from '@duplex/contracts';
-import { JsonClient, ProblemError, pageById, type OperationHandlers, type ProblemDocument } from '@duplex/shared';
+import type { ServerApi } from '@duplex/contracts';
+import { ProblemError, pageById, type OperationHandlers } from '@duplex/shared';
 import type { ServerContext } from '../context.ts';
 import type { ClusterView } from '../lib/inventory-view.ts';
-import { clusterManagerUrl } from '../repositories/inventories.ts';
-
-type ClusterManagerInventory = ClusterManagerApi.components['schemas']['Inventory'];
+import { callClusterManager, type ClusterManagerInventory } from '../services/cluster-managers.ts';
 
 type Ops = ServerApi.operations;
 type StorageSystem = ServerApi.components['schemas']['StorageSystem'];
@@ -58,25 +56,19 @@ export function storageSystemHandlers(
     },
     async failBackCluster(request) {
       const { id: storageSystemId, cluster_id: clusterId } = request.params;
-      const managerUrl = await clusterManagerUrl(context.db, storageSystemId, clusterId);
-      if (!managerUrl) throw new ProblemError('cluster-not-found', `cluster '${clusterId}' of storage system '${storageSystemId}' is not known`);
-      const client = new JsonClient(managerUrl, { name: `cluster-manager ${clusterId}`, timeoutMs: 30_000, connections: 1 });
-      try {
-        const response = await client.call<ClusterManagerInventory & ProblemDocument>('POST', '/v1/failback', { requestId: String(request.id) });
-        if (response.status === 409) throw new ProblemError('cluster-not-recovering', response.body.detail ?? `cluster '${clusterId}' is not recovering`);
-        if (response.status !== 200) throw new ProblemError('upstream-unavailable', `the cluster-manager answered ${response.status}`);
-        const inventory = response.body;
-        return {
-          storage_system_id: inventory.storage_system_id,
-          cluster_id: inventory.cluster_id,
-          state: inventory.cluster_state,
-          epoch: inventory.epoch,
-          inventory_version: inventory.version,
-          devices: inventory.devices.map((device) => device.id),
-        };
-      } finally {
-        await client.close();
-      }
+      const inventory = await callClusterManager<ClusterManagerInventory>(
+        context,
+        { storageSystemId, clusterId },
+        { method: 'POST', path: '/v1/failback', requestId: String(request.id), expect: 200 },
+      );
+      return {
+        storage_system_id: inventory.storage_system_id,
+        cluster_id: inventory.cluster_id,
+        state: inventory.cluster_state,
+        epoch: inventory.epoch,
+        inventory_version: inventory.version,
+        devices: inventory.devices.map((device) => device.id),
+      };
     },
     async listDevices(request) {
       const { limit = 50, cursor, cluster_id, state } = request.query;

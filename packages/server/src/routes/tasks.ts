@@ -1,5 +1,5 @@
 import type { ServerApi } from '@duplex/contracts';
-import { ProblemError, type OperationHandlers } from '@duplex/shared';
+import { formatTraceparent, ProblemError, type OperationHandlers } from '@duplex/shared';
 import type { ServerContext } from '../context.ts';
 import { findTask, listTasks, toTaskResource } from '../repositories/tasks.ts';
 
@@ -8,8 +8,11 @@ type Ops = ServerApi.operations;
 export function taskHandlers(context: ServerContext): Pick<OperationHandlers<Ops>, 'submitTask' | 'listTasks' | 'getTask' | 'cancelTask'> {
   return {
     async submitTask(request, reply) {
-      const { task, replayed } = await context.tasks.submit(request.body, request.headers['idempotency-key'], String(request.id));
-      if (!replayed) context.dispatcher.kick();
+      const { task, replayed } = await context.tasks.submit(request.body, request.headers['idempotency-key'], String(request.id), formatTraceparent(request.trace));
+      if (!replayed) {
+        context.metrics.submitted(task.kind);
+        context.dispatcher.kick();
+      }
       reply.header('location', `/v1/tasks/${task.id}`);
       if (replayed) reply.header('idempotent-replayed', 'true');
       return reply.code(202).send(toTaskResource(task));

@@ -1,9 +1,12 @@
 import type { AgentApi } from '@duplex/contracts';
-import { JsonClient, type Database } from '@duplex/shared';
+import { JsonClient, problemDocument, type Database } from '@duplex/shared';
 import type { FastifyBaseLogger } from 'fastify';
 import type { AgentRegistry, RegisteredAgent } from '../lib/agent-registry.ts';
 import type { InventoryView } from '../lib/inventory-view.ts';
+import { unusableDevice } from '../lib/task-rules.ts';
+import type { ServerMetrics } from '../metrics.ts';
 import * as tasks from '../repositories/tasks.ts';
+import { settleFinishedTasks } from './task-service.ts';
 
 type TaskDispatch = AgentApi.components['schemas']['TaskDispatch'];
 
@@ -17,6 +20,7 @@ export interface DispatcherOptions {
   retryMs: number;
   /** This server's lease; without it the server dispatches nothing (it may be the one cut off). */
   lease: { expiresAt: number };
+  metrics?: ServerMetrics;
 }
 
 /**
@@ -69,16 +73,27 @@ export class Dispatcher {
     const dispatched = await this.options.db.transaction(async (trx) => {
       const queued = await tasks.lockQueuedTasks(trx, this.options.serverId, this.options.batchSize);
       const assignments: tasks.Assignment[] = [];
+      const failures: { id: string; error: tasks.Problem }[] = [];
       for (const task of queued) {
+        // A task for a device out of service fails now rather than waiting (or looping) for it.
+        const unusable = unusableDevice(this.options.inventory, task);
+        if (unusable) {
+          failures.push({ id: task.id, error: problemDocument('device-unavailable', unusable) });
+          continue;
+        }
         const location = this.options.inventory.locate(task.storage_system_id, task.device);
-        if (!location || location.device.state !== 'available') continue;
+        if (!location) continue;
         const agent = this.options.agents.routeFor(task.storage_system_id, location.cluster.cluster_id, now);
         if (agent) assignments.push({ id: task.id, agent_id: agent.id, cluster_id: location.cluster.cluster_id });
       }
+      const failed = await tasks.failQueuedTasks(trx, failures);
+      await settleFinishedTasks(trx, failed);
       const rows = await tasks.markDispatched(trx, assignments);
-      await tasks.recordTransitions(trx, rows);
+      await tasks.recordTransitions(trx, [...failed, ...rows]);
+      if (failed.length > 0) this.options.log.warn({ tasks: failed.length }, 'tasks for devices out of service failed');
       return rows;
     });
+    this.options.metrics?.dispatched(dispatched);
     const byAgent = new Map<string, tasks.TaskRow[]>();
     for (const row of dispatched) {
       const list = byAgent.get(row.agent_id!) ?? [];
@@ -94,7 +109,9 @@ export class Dispatcher {
     const dispatches = rows.map((row) => this.toDispatch(row));
     try {
       if (!agent) throw new Error('the agent is no longer registered');
-      const response = await this.clientFor(agent).call('POST', '/v1/tasks', { body: { tasks: dispatches }, requestId: dispatches[0]?.request_id });
+      // A batch's request carries its first task's ids; each task carries its own in the body.
+      const first = dispatches[0];
+      const response = await this.clientFor(agent).call('POST', '/v1/tasks', { body: { tasks: dispatches }, requestId: first?.request_id, traceparent: first?.traceparent });
       if (response.status === 202) return;
       throw new Error(`the agent answered ${response.status}`);
     } catch (error) {
@@ -121,6 +138,7 @@ export class Dispatcher {
       epoch: location?.device.epoch ?? 0,
     };
     if (row.request_id) dispatch.request_id = row.request_id;
+    if (row.traceparent) dispatch.traceparent = row.traceparent;
     return dispatch;
   }
 
@@ -140,3 +158,4 @@ export class Dispatcher {
     await Promise.all([...this.clients.values()].map((client) => client.close()));
   }
 }
+

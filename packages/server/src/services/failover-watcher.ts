@@ -1,13 +1,14 @@
 import type { FastifyBaseLogger } from 'fastify';
 import type { ServerContext } from '../context.ts';
 import { withoutAgentSince } from '../lib/agent-registry.ts';
-import { serversWithLiveAgent } from '../repositories/agents.ts';
+import { markLostAgents, serversWithLiveAgent } from '../repositories/agents.ts';
 import * as tasks from '../repositories/tasks.ts';
 
 /**
  * Runs on an interval and moves work away from what failed:
- * - attempts held by this server's agents whose lease ran out go back to the queue, and run
- *   again (under new tokens) when the agent is back or the work moves;
+ * - this server's agents whose lease ran out are marked lost (`agent.lost`, once per lost
+ *   lease), and the attempts they held go back to the queue, to run again (under new tokens)
+ *   when the agent is back or the work moves;
  * - queued tasks for a cluster where this server has had no live agent for the grace period
  *   go to another server that has one there (the second server-agent pair);
  * - open tasks of servers whose lease ran out are adopted by this one.
@@ -27,6 +28,7 @@ export class FailoverWatcher {
   }
 
   async check(): Promise<void> {
+    this.context.metrics.noticeAgentLeases(this.context.agents.all(), Date.now());
     if (this.running || this.context.lease.expiresAt <= Date.now()) return;
     this.running = true;
     try {
@@ -41,11 +43,13 @@ export class FailoverWatcher {
 
   private async requeueLostAttempts(): Promise<number> {
     const { db, config } = this.context;
-    const rows = await db.transaction(async (trx) => {
+    const { lost, rows } = await db.transaction(async (trx) => {
+      const lostAgents = await markLostAgents(trx, config.SERVER_ID);
       const requeued = await tasks.requeueAttemptsOfExpiredAgents(trx, config.SERVER_ID);
       await tasks.recordTransitions(trx, requeued);
-      return requeued;
+      return { lost: lostAgents, rows: requeued };
     });
+    for (const agent of lost) this.log.warn({ agent_id: agent.id, incarnation: agent.incarnation }, 'agent lost: its lease ran out');
     if (rows.length > 0) this.log.warn({ tasks: rows.length }, 'attempts of lost agents are queued again');
     return rows.length;
   }
@@ -75,7 +79,10 @@ export class FailoverWatcher {
         await tasks.recordTransitions(trx, handed);
         return handed;
       });
-      if (rows.length > 0) this.log.warn({ tasks: rows.length, cluster: clusterId, to_server: target }, 'no agent in the cluster: tasks handed to another server');
+      if (rows.length > 0) {
+        this.context.metrics.handedOver();
+        this.log.warn({ tasks: rows.length, cluster: clusterId, to_server: target }, 'no agent in the cluster: tasks handed to another server');
+      }
       moved += rows.length;
     }
     return moved;
@@ -88,7 +95,10 @@ export class FailoverWatcher {
       await tasks.recordTransitions(trx, adopted);
       return adopted;
     });
-    if (rows.length > 0) this.log.warn({ tasks: rows.length }, 'adopted the open tasks of a server whose lease ran out');
+    if (rows.length > 0) {
+      this.context.metrics.adopted(rows.length);
+      this.log.warn({ tasks: rows.length }, 'adopted the open tasks of a server whose lease ran out');
+    }
     return rows.length;
   }
 

@@ -1,9 +1,21 @@
-import { ProblemError, problemCodeOf, type Database } from '@duplex/shared';
+import { ProblemError, problemCodeOf, type Database, type Queryable } from '@duplex/shared';
 import { newTaskId } from '../lib/ids.ts';
 import type { InventoryView } from '../lib/inventory-view.ts';
-import { devicesOf, requestHash, settleCatalogActions, submitCatalogEffect, type SettleAction, type TaskRequest } from '../lib/task-rules.ts';
+import type { ServerMetrics } from '../metrics.ts';
+import { devicesOf, requestHash, unusableDevice, settleCatalogActions, submitCatalogEffect, type SettleAction, type TaskRequest } from '../lib/task-rules.ts';
 import * as tasks from '../repositories/tasks.ts';
 import { applySettleActions, applySubmitEffect } from '../repositories/volumes.ts';
+
+/** Has the volume catalog follow tasks that just succeeded or failed. */
+export async function settleFinishedTasks(trx: Queryable, rows: tasks.TaskRow[]): Promise<void> {
+  const actionsBySystem = new Map<string, SettleAction[]>();
+  for (const row of rows) {
+    if (row.state !== 'succeeded' && row.state !== 'failed') continue;
+    const actions = settleCatalogActions(row, row.state, row.error ? problemCodeOf(row.error) : undefined);
+    actionsBySystem.set(row.storage_system_id, [...(actionsBySystem.get(row.storage_system_id) ?? []), ...actions]);
+  }
+  for (const [storageSystemId, actions] of actionsBySystem) await applySettleActions(trx, storageSystemId, actions);
+}
 
 export interface SubmitOutcome {
   task: tasks.TaskRow;
@@ -20,9 +32,10 @@ export class TaskService {
     private readonly serverId: string,
     private readonly inventory: InventoryView,
     private readonly idempotencyKeyTtlHours: number,
+    private readonly metrics?: ServerMetrics,
   ) {}
 
-  async submit(submitted: TaskRequest, idempotencyKey: string, requestId: string): Promise<SubmitOutcome> {
+  async submit(submitted: TaskRequest, idempotencyKey: string, requestId: string, traceparent?: string): Promise<SubmitOutcome> {
     // `params` may be left out for kinds that take none; it means the same as {}.
     const request = { ...submitted, params: submitted.params ?? {} } as TaskRequest;
     const hash = requestHash(request);
@@ -35,6 +48,7 @@ export class TaskService {
         idempotency_key: idempotencyKey,
         request_hash: hash,
         request_id: requestId,
+        traceparent: traceparent ?? null,
         kind: request.kind,
         storage_system_id: request.storage_system_id,
         device: request.device,
@@ -66,12 +80,12 @@ export class TaskService {
       throw new ProblemError('storage-system-not-found', `storage system '${request.storage_system_id}' is not known to this server`);
     }
     for (const deviceId of devicesOf(request)) {
-      const location = this.inventory.locate(request.storage_system_id, deviceId);
-      if (!location) throw new ProblemError('device-not-found', `device '${deviceId}' is not in storage system '${request.storage_system_id}'`);
-      if (location.device.state !== 'available') {
-        throw new ProblemError('device-unavailable', `device '${deviceId}' is unavailable: ${location.device.reason ?? 'no reason given'}`);
+      if (!this.inventory.locate(request.storage_system_id, deviceId)) {
+        throw new ProblemError('device-not-found', `device '${deviceId}' is not in storage system '${request.storage_system_id}'`);
       }
     }
+    const unusable = unusableDevice(this.inventory, request);
+    if (unusable) throw new ProblemError('device-unavailable', unusable);
     const sized = submitCatalogEffect(request).sizeOnDevice;
     if (sized) {
       const capacity = this.inventory.locate(request.storage_system_id, sized.device)?.device.capacity_bytes ?? 0;
@@ -101,16 +115,11 @@ export class TaskService {
     const changed = await this.db.transaction(async (trx) => {
       const requeued = await tasks.requeueAttempts(trx, refused.map((report) => ({ id: report.task_id, fencing_token: report.fencing_token })));
       const rows = await tasks.applyStateReports(trx, reports.filter((report) => report.state !== 'refused'));
-      const actionsBySystem = new Map<string, SettleAction[]>();
-      for (const row of rows) {
-        if (row.state !== 'succeeded' && row.state !== 'failed') continue;
-        const actions = settleCatalogActions(row, row.state, row.error ? problemCodeOf(row.error) : undefined);
-        actionsBySystem.set(row.storage_system_id, [...(actionsBySystem.get(row.storage_system_id) ?? []), ...actions]);
-      }
-      for (const [storageSystemId, actions] of actionsBySystem) await applySettleActions(trx, storageSystemId, actions);
+      await settleFinishedTasks(trx, rows);
       await tasks.recordTransitions(trx, [...requeued, ...rows]);
       return [...requeued, ...rows];
     });
+    this.metrics?.settled(changed);
     const outcome = new Map<string, 'applied' | 'stale' | 'unknown'>(reports.map((report) => [report.task_id, 'stale']));
     for (const row of changed) outcome.set(row.id, 'applied');
     const unsettled = [...outcome].filter(([, value]) => value === 'stale').map(([id]) => id);

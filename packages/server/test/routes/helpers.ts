@@ -180,6 +180,7 @@ export interface TaskRowView {
   result: unknown;
   error: Problem | null;
   finished_at: Date | null;
+  traceparent: string | null;
 }
 
 export async function taskRow(db: Database, id: string): Promise<TaskRowView | undefined> {

@@ -6,9 +6,13 @@ import {
   acceptedTask,
   assertProblem,
   closedUrl,
+  device,
   historyOf,
+  holdDispatch,
+  inventoryReport,
   insertVolume,
   postReports,
+  reportInventory,
   setUpStorageSystem,
   snapshot,
   startFakeAgent,
@@ -70,10 +74,13 @@ describe('task life through an agent', () => {
     const response = await server.app.inject({
       method: 'POST',
       url: '/v1/tasks',
-      headers: { 'idempotency-key': 'life-dispatch', 'x-request-id': 'req-life-1' },
+      headers: { 'idempotency-key': 'life-dispatch', 'x-request-id': 'req-life-1', traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' },
       payload: { kind: 'volume.create', storage_system_id: 'ss1', device: 'd4', params: { name: 'on-c1', size_bytes: MiB } },
     });
     assert.equal(response.statusCode, 202);
+    // The task keeps the submit request's span (a child of the caller's) and sends it with the dispatch.
+    const submitSpan = String(response.headers.traceparent);
+    assert.match(submitSpan, /^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$/);
     const id = response.json().id as string;
     const row = await waitForState(server.db, id, 'dispatched');
     assert.equal(row.attempt, 1);
@@ -89,7 +96,9 @@ describe('task life through an agent', () => {
       fencing_token: row.fencing_token,
       epoch: 1,
       request_id: 'req-life-1',
+      traceparent: submitSpan,
     });
+    assert.equal(row.traceparent, submitSpan);
     assert.deepEqual(await historyOf(server.db, id), ['queued', 'dispatched']);
     const resource = await server.app.inject({ method: 'GET', url: `/v1/tasks/${id}` });
     assert.equal(resource.json().state, 'dispatched');
@@ -296,5 +305,61 @@ describe('task dispatch to an unreachable agent', () => {
     const stale = await postReports(server.app, agents.c0, [{ task_id: task.id, attempt: 1, fencing_token: row.fencing_token!, state: 'succeeded' }]);
     assertProblem(stale, 409, 'stale-fencing-token');
     assert.equal((await taskRow(server.db, task.id))?.state, 'queued');
+  });
+});
+
+describe('queued tasks for a device taken out of service', () => {
+  let server: TestServer;
+  let agents: Topology;
+
+  before(async () => {
+    server = await startServer({ AGENT_LEASE_TTL_MS: '600000' });
+    agents = await setUpStorageSystem(server.app, await closedUrl());
+    holdDispatch(server.app, agents.c0, agents.c1);
+  });
+  after(() => stopServer(server));
+
+  it('fail at once with device-unavailable, once, and release what they reserved', async () => {
+    const create = await acceptedTask(server.app, { kind: 'volume.create', storage_system_id: 'ss1', device: 'd0', params: { name: 'waiting', size_bytes: MiB } });
+    await insertVolume(server.db, 'd4', 'source');
+    // A copy onto d0 names it as its target: it cannot run either.
+    const copy = await acceptedTask(server.app, {
+      kind: 'volume.copy',
+      storage_system_id: 'ss1',
+      device: 'd4',
+      params: { name: 'source', target_device: 'd0', target_name: 'copied' },
+    });
+    const probeOther = await acceptedTask(server.app, { kind: 'device.probe', storage_system_id: 'ss1', device: 'd4' });
+    assert.equal((await volumeRow(server.db, 'd0', 'waiting'))?.state, 'creating');
+
+    // The cluster-manager stored d0 offline; the agent of c0 reports the new version.
+    await reportInventory(
+      server.app,
+      agents.c0,
+      inventoryReport({
+        cluster_id: 'c0',
+        version: 2,
+        devices: [device('d0', 'c0', { state: 'offline', reason: 'replacing a fan' }), device('d1', 'c0'), device('d2', 'c0', { capacity_bytes: MiB })],
+      }),
+    );
+    server.app.duplex.dispatcher.kick();
+    const failed = await waitForState(server.db, create.id, 'failed');
+    assert.equal(failed.error?.type, 'urn:duplex:problem:device-unavailable');
+    assert.equal(failed.error?.detail, "device 'd0' is offline: replacing a fan");
+    assert.deepEqual(await historyOf(server.db, create.id), ['queued', 'failed']);
+    assert.equal(await volumeRow(server.db, 'd0', 'waiting'), undefined, 'the reservation is released');
+    // Its attempt was never raised: no token was spent on a device that cannot run it.
+    assert.equal(failed.attempt, 0);
+    // A task on a device still in service stays queued for its agent.
+    assert.equal((await taskRow(server.db, probeOther.id))?.state, 'queued');
+    const copyFailed = await waitForState(server.db, copy.id, 'failed');
+    assert.equal(copyFailed.error?.detail, "device 'd0' is offline: replacing a fan");
+    assert.equal(await volumeRow(server.db, 'd0', 'copied'), undefined);
+
+    // Nothing loops: more dispatch rounds change nothing.
+    const state = await snapshot(server.db);
+    server.app.duplex.dispatcher.kick();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(await snapshot(server.db), state);
   });
 });
