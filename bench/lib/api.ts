@@ -1,6 +1,6 @@
 /**
  * A small client for the server's public API, as the benchmark needs it: submit a task,
- * watch it to its end, read the devices and fail a cluster back.
+ * watch it to its end, read the devices, change a device's state and fail a cluster back.
  */
 import type { ServerApi } from '@duplex/contracts';
 import { JsonClient } from '@duplex/shared';
@@ -10,6 +10,7 @@ export type TaskRequest = ServerApi.components['schemas']['TaskRequest'];
 export type DeviceList = ServerApi.components['schemas']['DeviceList'];
 export type Device = ServerApi.components['schemas']['Device'];
 export type FailbackResult = ServerApi.components['schemas']['FailbackResult'];
+export type DeviceStateChange = ServerApi.components['schemas']['DeviceStateChange'];
 
 const terminal: ReadonlySet<Task['state']> = new Set(['succeeded', 'failed', 'cancelled']);
 
@@ -22,7 +23,7 @@ export class ServerClient {
     readonly id: string,
     readonly url: string,
   ) {
-    // One request at a time is all the benchmark sends to a server; a short timeout keeps a
+    // The benchmark sends a server at most two requests at a time (a poll beside a change); a short timeout keeps a
     // dead server from holding a poll loop.
     this.client = new JsonClient(url, { name: `server ${id}`, timeoutMs: 2_000, connections: 4 });
   }
@@ -63,6 +64,24 @@ export class ServerClient {
     const response = await this.client.call<DeviceList>('GET', `/v1/storage-systems/${encodeURIComponent(storageSystemId)}/devices?limit=500`);
     if (response.status !== 200) throw new Error(`server ${this.id} answered ${response.status} to GET devices`);
     return response.body.items;
+  }
+
+  /** GET one device as this server's agents last reported it. */
+  async device(storageSystemId: string, deviceId: string): Promise<Device> {
+    const response = await this.client.call<Device>('GET', `/v1/storage-systems/${encodeURIComponent(storageSystemId)}/devices/${encodeURIComponent(deviceId)}`);
+    if (response.status !== 200) throw new Error(`server ${this.id} answered ${response.status} to GET device ${deviceId}`);
+    return response.body;
+  }
+
+  /** POST …:set-state; throws unless the server answers 200 (it answers once its own view shows the change). */
+  async setDeviceState(storageSystemId: string, deviceId: string, change: DeviceStateChange): Promise<Device> {
+    const response = await this.client.call<Device>(
+      'POST',
+      `/v1/storage-systems/${encodeURIComponent(storageSystemId)}/devices/${encodeURIComponent(deviceId)}:set-state`,
+      { body: change, timeoutMs: 10_000 },
+    );
+    if (response.status !== 200) throw new Error(`server ${this.id} answered ${response.status} to set-state ${deviceId}: ${JSON.stringify(response.body)}`);
+    return response.body;
   }
 
   async failBack(storageSystemId: string, clusterId: string): Promise<{ status: number; body: FailbackResult | { type?: string; detail?: string } }> {

@@ -20,20 +20,34 @@ export function targets(settings: TimingSetting[]): Partial<Record<FaultId, Targ
   };
 }
 
-export interface FaultSummary extends Summary {
-  fault: FaultId;
+/** What every trial of every benchmark records: whether it ended in time, its figure and its named phases. */
+export interface MeasuredTrial {
+  trial: number;
+  ok: boolean;
+  ms: number | null;
+  error: string | null;
+  /** Named moments, in ms after the trial's start. */
+  phases: Record<string, number>;
+}
+
+export interface TrialsSummary extends Summary {
   target: string | null;
   target_p99_below_ms: number | null;
   /** Null when there is no target (the baseline). */
   met: boolean | null;
   /** How far the p99 is above the target (ms); 0 when met. */
   missed_by_ms: number | null;
-  /** The median of each named phase, ms after the injection. */
+  /** The median of each named phase, ms after the trial's start (a fault's injection, a change). */
   phase_medians_ms: Record<string, number>;
   failures: { trial: number; error: string }[];
 }
 
-export function summarizeFault(fault: FaultId, results: TrialResult[], target: Target | undefined): FaultSummary {
+export interface FaultSummary extends TrialsSummary {
+  fault: FaultId;
+}
+
+/** The figures of a set of trials, measured against a target (none: a floor). */
+export function summarizeTrials(results: readonly MeasuredTrial[], target: Target | undefined): TrialsSummary {
   const values = results.flatMap((result) => (result.ok && result.ms !== null ? [result.ms] : []));
   const summary = summarize(results.length, values);
   const phaseNames = [...new Set(results.flatMap((result) => Object.keys(result.phases)))];
@@ -44,7 +58,6 @@ export function summarizeFault(fault: FaultId, results: TrialResult[], target: T
   }
   const met = target ? summary.failed === 0 && summary.p99_ms !== undefined && summary.p99_ms < target.p99BelowMs : null;
   return {
-    fault,
     ...summary,
     target: target?.text ?? null,
     target_p99_below_ms: target?.p99BelowMs ?? null,
@@ -55,25 +68,32 @@ export function summarizeFault(fault: FaultId, results: TrialResult[], target: T
   };
 }
 
+export function summarizeFault(fault: FaultId, results: TrialResult[], target: Target | undefined): FaultSummary {
+  return { fault, ...summarizeTrials(results, target) };
+}
+
 export function seconds(ms: number | undefined | null): string {
   if (ms === undefined || ms === null) return '–';
   return `${(ms / 1000).toFixed(ms < 10_000 ? 3 : 1)} s`;
 }
 
-export function resultsTable(summaries: FaultSummary[]): string {
-  const rows = summaries.map((s) => {
+/** One row a set of trials, named in the first column (`column` is its heading). */
+export type Row = readonly [name: string, summary: TrialsSummary];
+
+export function resultsTable(column: string, summaries: readonly Row[]): string {
+  const rows = summaries.map(([name, s]) => {
     const met = s.met === null ? '–' : s.met ? 'yes' : s.failed > 0 ? `**no** (${s.failed} failed)` : `**no** (+${seconds(s.missed_by_ms)})`;
-    return `| ${s.fault} | ${s.trials} | ${s.ok} | ${seconds(s.p50_ms)} | ${seconds(s.p99_ms)} | ${seconds(s.max_ms)} | ${s.target ?? '–'} | ${met} |`;
+    return `| ${name} | ${s.trials} | ${s.ok} | ${seconds(s.p50_ms)} | ${seconds(s.p99_ms)} | ${seconds(s.max_ms)} | ${s.target ?? '–'} | ${met} |`;
   });
-  return ['| fault | trials | ok | p50 | p99 | max | target | met |', '| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |', ...rows].join('\n');
+  return [`| ${column} | trials | ok | p50 | p99 | max | target | met |`, '| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |', ...rows].join('\n');
 }
 
-export function phaseTable(summaries: FaultSummary[]): string {
-  const rows = summaries.map((s) => {
-    const phases = Object.entries(s.phase_medians_ms).map(([name, ms]) => `${name} ${seconds(ms)}`);
-    return `| ${s.fault} | ${phases.join(' → ') || '–'} |`;
+export function phaseTable(column: string, summaries: readonly Row[], after = 'the injection'): string {
+  const rows = summaries.map(([name, s]) => {
+    const phases = Object.entries(s.phase_medians_ms).map(([phase, ms]) => `${phase} ${seconds(ms)}`);
+    return `| ${name} | ${phases.join(' → ') || '–'} |`;
   });
-  return ['| fault | median moment of each phase, after the injection |', '| --- | --- |', ...rows].join('\n');
+  return [`| ${column} | median moment of each phase, after ${after} |`, '| --- | --- |', ...rows].join('\n');
 }
 
 export function settingsTable(settings: TimingSetting[]): string {

@@ -1,5 +1,5 @@
 /**
- * The timing settings that decide failover speed, as the processes will read them: the
+ * The timing settings that decide a benchmark's figures, as the processes will read them: the
  * services' own config schemas (their defaults and validation) applied to the environment
  * the harness hands every process (this process's environment plus the harness `env`).
  *
@@ -9,12 +9,13 @@
 import { loadConfig, type ConfigSchema } from '@duplex/shared';
 import { agentConfigSchema } from '../../packages/agent/src/config.ts';
 import { clusterManagerConfigSchema } from '../../packages/cluster-manager/src/config.ts';
+import { driverConfigSchema } from '../../packages/driver/src/config.ts';
 import { serverConfigSchema } from '../../packages/server/src/config.ts';
 
 export interface TimingSetting {
   name: string;
   /** The process that reads it. */
-  process: 'server' | 'cluster-manager' | 'agent' | 'constant';
+  process: Role | 'constant';
   value: number;
   default: number | undefined;
   /** Set in the environment rather than left at its default. */
@@ -31,7 +32,10 @@ export interface TimingSetting {
  */
 export const AGENT_STABLE_RUN_MS = 10_000;
 
-const timingKeys: Record<'server' | 'cluster-manager' | 'agent', string[]> = {
+type Role = 'server' | 'cluster-manager' | 'agent' | 'driver';
+
+/** The settings on the failover paths, by the process that reads them. */
+const failoverKeys: Partial<Record<Role, string[]>> = {
   server: ['AGENT_LEASE_TTL_MS', 'AGENT_HEARTBEAT_INTERVAL_MS', 'AGENT_GRACE_MS', 'SERVER_LEASE_TTL_MS', 'FAILOVER_CHECK_INTERVAL_MS', 'DISPATCH_RETRY_MS'],
   'cluster-manager': [
     'AGENT_HEALTH_INTERVAL_MS',
@@ -43,6 +47,19 @@ const timingKeys: Record<'server' | 'cluster-manager' | 'agent', string[]> = {
     'PEER_HEALTH_TIMEOUT_MS',
   ],
   agent: ['REGISTER_RETRY_MAX_MS', 'DRIVER_RETRY_MAX_MS'],
+};
+
+/** The settings on the path of a device change from the driver's probe to every server. */
+export const propagationKeys: Partial<Record<Role, string[]>> = {
+  driver: ['DRIVER_PROBE_INTERVAL_MS'],
+  server: ['AGENT_HEARTBEAT_INTERVAL_MS'],
+};
+
+const schemas: Record<Role, ConfigSchema> = {
+  server: serverConfigSchema,
+  'cluster-manager': clusterManagerConfigSchema,
+  agent: agentConfigSchema,
+  driver: driverConfigSchema,
 };
 
 /** Values for the variables each schema requires but that do not matter here. */
@@ -57,17 +74,13 @@ const placeholders: Record<string, string> = {
   CLUSTER_MANAGER_URL: 'http://127.0.0.1:1',
 };
 
-export function timingSettings(env: Record<string, string | undefined>): TimingSetting[] {
-  const schemas: Record<'server' | 'cluster-manager' | 'agent', ConfigSchema> = {
-    server: serverConfigSchema,
-    'cluster-manager': clusterManagerConfigSchema,
-    agent: agentConfigSchema,
-  };
+/** The named settings as each process would read them from `env`. */
+export function readSettings(env: Record<string, string | undefined>, keys: Partial<Record<Role, string[]>>): TimingSetting[] {
   const settings: TimingSetting[] = [];
-  for (const [role, keys] of Object.entries(timingKeys) as ['server' | 'cluster-manager' | 'agent', string[]][]) {
+  for (const [role, names] of Object.entries(keys) as [Role, string[]][]) {
     const schema = schemas[role];
     const loaded = loadConfig(schema, { ...placeholders, ...env }) as Record<string, unknown>;
-    for (const name of keys) {
+    for (const name of names) {
       const variable = schema[name];
       if (!variable) throw new Error(`the ${role} has no setting ${name}; update bench/lib/settings.ts`);
       const value = loaded[name];
@@ -82,6 +95,12 @@ export function timingSettings(env: Record<string, string | undefined>): TimingS
       });
     }
   }
+  return settings;
+}
+
+/** The failover benchmark's settings, and the constant its agent faults wait for. */
+export function timingSettings(env: Record<string, string | undefined>): TimingSetting[] {
+  const settings = readSettings(env, failoverKeys);
   settings.push({
     name: 'stableRunMs',
     process: 'constant',
