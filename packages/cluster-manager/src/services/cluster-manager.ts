@@ -15,6 +15,8 @@ type DeviceReport = DriverApi.components['schemas']['DeviceReport'];
 type DeviceWatch = DriverApi.components['schemas']['DeviceWatch'];
 
 const watchWaitMs = 20_000;
+/** How long discovery waits for the driver once the cluster-manager is up. */
+const laterDriverWaitMs = 2_000;
 
 /**
  * The cluster's life: at launch it has the driver discover the devices, stores the result
@@ -55,7 +57,7 @@ export class ClusterManager {
     const { STORAGE_SYSTEM_ID: storageSystemId, CLUSTER_ID: clusterId } = this.config;
     await ensureCluster(this.db, { storageSystemId, clusterId, managerUrl: this.config.CM_PUBLIC_URL, instanceId: this.instanceId });
     await this.renewLease();
-    await this.refreshInventory('launch');
+    await this.refreshInventory('launch', undefined, this.config.DRIVER_WAIT_MS);
     this.supervisor.start();
     this.timers.push(
       setInterval(() => void this.renewLease(), Math.max(10, Math.floor(this.config.CLUSTER_LEASE_TTL_MS / 3))),
@@ -119,7 +121,7 @@ export class ClusterManager {
       this.state = row.state;
       if (row.state === 'recovering') this.recoveringSince ??= Date.now();
       else this.recoveringSince = undefined;
-      if (previous !== undefined && previous !== row.state && this.inventory) await this.refreshInventory(`state ${row.state}`);
+      if (previous !== undefined && previous !== row.state && this.inventory) await this.refreshInventory(`state ${row.state}`, undefined, this.config.DRIVER_WAIT_MS);
       await this.maybeFailBack();
     } catch (error) {
       if (!this.holdsLease) this.setFenced(true);
@@ -156,7 +158,7 @@ export class ClusterManager {
         if (!taken) continue;
         this.metrics?.takeover();
         this.log.warn({ peer: peer.id, epoch: taken.epoch, devices: taken.devices }, 'the peer cluster is lost: took over its devices');
-        await this.refreshInventory(`takeover of ${peer.id}`);
+        await this.refreshInventory(`takeover of ${peer.id}`, undefined, this.config.DRIVER_WAIT_MS);
       }
     } catch (error) {
       this.log.warn({ err: (error as Error).message }, 'peer check failed');
@@ -173,7 +175,7 @@ export class ClusterManager {
     this.state = 'online';
     this.recoveringSince = undefined;
     this.log.info({ epoch: moved.epoch, devices: moved.devices }, 'failed back: home devices are owned here again');
-    const inventory = await this.refreshInventory('failback');
+    const inventory = await this.refreshInventory('failback', undefined, this.config.DRIVER_WAIT_MS);
     for (const peer of await peersOf(this.db, this.config.STORAGE_SYSTEM_ID, this.config.CLUSTER_ID)) {
       if (!peer.manager_url) continue;
       const client = new JsonClient(peer.manager_url, { name: `cluster-manager ${peer.id}`, timeoutMs: 5_000, connections: 1 });
@@ -190,9 +192,13 @@ export class ClusterManager {
   }
 
   /** Discovers the devices again and stores (and broadcasts) a new version if anything changed. */
-  async refreshInventory(cause: string, adminChange?: (trx: Knex.Transaction) => Promise<void>): Promise<Inventory> {
+  async refreshInventory(
+    cause: string,
+    adminChange?: (trx: Knex.Transaction) => Promise<void>,
+    driverWaitMs = laterDriverWaitMs,
+  ): Promise<Inventory> {
     const stored = await this.storing.run(['inventory'], async () => {
-      const discovered = await this.discover();
+      const discovered = await this.discover(driverWaitMs);
       const result = await storeInventory(this.db, this.config.STORAGE_SYSTEM_ID, this.config.CLUSTER_ID, discovered.items, cause, adminChange);
       this.inventory = result.inventory;
       return result;
@@ -243,8 +249,13 @@ export class ClusterManager {
     return this.refreshInventory(`operator added ${deviceId}`);
   }
 
-  private async discover(): Promise<DeviceReportList> {
-    const deadline = Date.now() + this.config.DRIVER_WAIT_MS;
+  /**
+   * Has the driver list the devices, waiting up to `waitMs` for it: DRIVER_WAIT_MS at launch,
+   * while the driver may still be starting; otherwise (probes, operators' requests) briefly, so
+   * a driver that is down is reported as unavailable instead of holding the caller.
+   */
+  private async discover(waitMs: number): Promise<DeviceReportList> {
+    const deadline = Date.now() + waitMs;
     for (let attempt = 0; ; attempt += 1) {
       try {
         const response = await this.driver.call<DeviceReportList>('GET', '/v1/devices');
@@ -253,7 +264,9 @@ export class ClusterManager {
       } catch (error) {
         if (attempt % 20 === 0) this.log.info({ err: (error as Error).message }, 'waiting for the driver');
       }
-      if (Date.now() > deadline || this.abort.signal.aborted) throw new Error(`the driver at ${this.config.DRIVER_URL} did not answer discovery`);
+      if (Date.now() > deadline || this.abort.signal.aborted) {
+        throw new ProblemError('upstream-unavailable', `the driver at ${this.config.DRIVER_URL} did not answer discovery within ${waitMs} ms`);
+      }
       await sleep(backoffDelayMs(attempt, 50, 1_000), this.abort.signal);
     }
   }
