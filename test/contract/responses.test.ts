@@ -612,6 +612,24 @@ describe('server', () => {
     assertProblem(await submit({ ...body, device: 'd0' }, 422, key), 'idempotency-key-reused');
   });
 
+  it('submits many tasks in one request, each accepted or refused on its own', async () => {
+    const key = newKey();
+    const batch = (tasks: unknown[], status: number, batchKey = key) =>
+      onServer('submitTasks', status, { method: 'POST', url: '/v1/tasks:batch', headers: { 'idempotency-key': batchKey }, payload: { tasks } });
+    const tasks = [
+      { kind: 'device.probe', storage_system_id: 'ss1', device: 'd4' },
+      { kind: 'device.probe', storage_system_id: 'ss1', device: 'd9' },
+    ];
+    const result = (await batch(tasks, 200)).json<{ accepted: number; refused: number; results: { status: number; task?: Task; problem?: Problem }[] }>();
+    assert.deepEqual([result.accepted, result.refused], [1, 1]);
+    assert.deepEqual(result.results.map((item) => item.status), [202, 404]);
+    assert.equal(result.results[1]?.problem?.type, 'urn:duplex:problem:device-not-found');
+    const replay = (await batch(tasks.slice(0, 1), 200)).json<{ replayed: number; results: { task?: Task }[] }>();
+    assert.equal(replay.replayed, 1);
+    assert.equal(replay.results[0]?.task?.id, result.results[0]?.task?.id);
+    assertProblem(await batch([], 400), 'validation-failed');
+  });
+
   it('refuses tasks it cannot accept', async () => {
     assertProblem(await submit({ kind: 'volume.create', storage_system_id: 'ss1', device: 'd0', params: { name: 'vol1', size_bytes: MiB } }, 409), 'volume-exists');
     assertProblem(await submit({ kind: 'volume.create', storage_system_id: 'ss1', device: 'd0', params: { name: 'huge', size_bytes: 2 * GiB } }, 422), 'insufficient-capacity');

@@ -220,6 +220,32 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/tasks:batch": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Submit many storage tasks at once
+         * @description Up to 1,000 tasks in one request, committed together before the answer. Each is accepted,
+         *     replayed or refused on its own, and the answer lists one result per task, in order: `202`
+         *     with the task, or the status and problem document a single submission would have got.
+         *     Task number `i` (from 0) is idempotent under the key `<Idempotency-Key>/<i>`, so retrying
+         *     the same request returns the same tasks; a different task at the same position is refused
+         *     with 422. Each task is checked against the volume catalog as it was before the request,
+         *     except that two tasks of one request cannot create the same name or delete the same volume.
+         */
+        post: operations["submitTasks"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/tasks/{id}": {
         parameters: {
             query?: never;
@@ -780,6 +806,27 @@ export interface components {
             deleted?: components["schemas"]["Volume"];
             volumes_removed?: number;
             device?: components["schemas"]["DeviceProbe"];
+        };
+        TaskBatch: {
+            tasks: components["schemas"]["TaskRequest"][];
+        };
+        TaskBatchItem: {
+            /** @description The task's position in the request. */
+            index: number;
+            /** @description 202 when the task is accepted (or replayed); otherwise the status of its problem. */
+            status: number;
+            /** @description true when an earlier request with the same key made this task. */
+            replayed?: boolean;
+            task?: components["schemas"]["Task"];
+            problem?: components["schemas"]["Problem"];
+        };
+        TaskBatchResult: {
+            /** @description Tasks committed by this request. */
+            accepted: number;
+            /** @description Tasks an earlier request with the same key had committed. */
+            replayed: number;
+            refused: number;
+            results: components["schemas"]["TaskBatchItem"][];
         };
         Task: {
             id: components["schemas"]["TaskId"];
@@ -1518,6 +1565,64 @@ export interface operations {
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["Unprocessable"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    submitTasks: {
+        parameters: {
+            query?: never;
+            header: {
+                /**
+                 * @description A unique key per logical request, reused on retries; each task's own key is this key, a slash and its position.
+                 * @example 6b0e2f1c-7a3d-4e5f-8b9c-0d1e2f3a4b5c
+                 */
+                "Idempotency-Key": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "tasks": [
+                 *         {
+                 *           "kind": "volume.create",
+                 *           "storage_system_id": "ss1",
+                 *           "device": "d0",
+                 *           "params": {
+                 *             "name": "vol1",
+                 *             "size_bytes": 1048576
+                 *           }
+                 *         },
+                 *         {
+                 *           "kind": "volume.create",
+                 *           "storage_system_id": "ss1",
+                 *           "device": "d4",
+                 *           "params": {
+                 *             "name": "vol2",
+                 *             "size_bytes": 1048576
+                 *           }
+                 *         }
+                 *       ]
+                 *     }
+                 */
+                "application/json": components["schemas"]["TaskBatch"];
+            };
+        };
+        responses: {
+            /** @description One result per task, in the order given. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TaskBatchResult"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
             503: components["responses"]["Unavailable"];
         };
     };

@@ -59,27 +59,34 @@ export async function findTask(db: Queryable, id: string): Promise<TaskRow | und
   return db<TaskRow>('tasks').where({ id }).first();
 }
 
-/**
- * The task that holds an idempotency key. A key older than the TTL is released on the spot
- * (the periodic sweep may not have reached it yet), so it can be used again.
- */
-export async function findTaskByIdempotencyKey(db: Queryable, key: string, ttlHours: number): Promise<TaskRow | undefined> {
-  const row = await db<TaskRow>('tasks').where({ idempotency_key: key }).first();
-  if (!row || row.created_at.getTime() > Date.now() - ttlHours * 3_600_000) return row;
-  await db('tasks').where({ id: row.id, idempotency_key: key }).update({ idempotency_key: null });
-  return undefined;
-}
-
 export type NewTask = Pick<TaskRow, 'id' | 'idempotency_key' | 'request_hash' | 'request_id' | 'traceparent' | 'kind' | 'storage_system_id' | 'device' | 'params' | 'server_id'>;
 
-/** Inserts a queued task; undefined when its idempotency key is already taken. */
-export async function insertTask(db: Queryable, task: NewTask): Promise<TaskRow | undefined> {
-  const rows = await db<TaskRow>('tasks')
-    .insert({ ...task, params: JSON.stringify(task.params) as never, state: 'queued' })
+/** Inserts queued tasks in one statement; a task whose idempotency key is already taken is left out of the answer. */
+export async function insertTasks(db: Queryable, list: NewTask[]): Promise<TaskRow[]> {
+  if (list.length === 0) return [];
+  return db<TaskRow>('tasks')
+    .insert(list.map((task) => ({ ...task, params: JSON.stringify(task.params) as never, state: 'queued' })))
     .onConflict('idempotency_key')
     .ignore()
     .returning('*');
-  return rows[0];
+}
+
+/** Removes tasks inserted in this transaction that turned out to be refused. */
+export async function deleteTasks(db: Queryable, ids: string[]): Promise<void> {
+  if (ids.length > 0) await db('tasks').whereIn('id', ids).delete();
+}
+
+/**
+ * The tasks that hold these idempotency keys. Keys older than the TTL are released on the
+ * spot (the periodic sweep may not have reached them yet), so they can be used again.
+ */
+export async function findTasksByIdempotencyKeys(db: Queryable, keys: string[], ttlHours: number): Promise<Map<string, TaskRow>> {
+  if (keys.length === 0) return new Map();
+  const rows = await db<TaskRow>('tasks').whereIn('idempotency_key', keys);
+  const expiredBefore = Date.now() - ttlHours * 3_600_000;
+  const expired = rows.filter((row) => row.created_at.getTime() <= expiredBefore);
+  if (expired.length > 0) await db('tasks').whereIn('id', expired.map((row) => row.id)).update({ idempotency_key: null });
+  return new Map(rows.filter((row) => row.created_at.getTime() > expiredBefore).map((row) => [row.idempotency_key!, row]));
 }
 
 export interface TaskFilters {

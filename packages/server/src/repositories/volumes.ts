@@ -1,30 +1,8 @@
 import { ProblemError, type Queryable } from '@duplex/shared';
 import type { SettleAction, SubmitCatalogEffect } from '../lib/task-rules.ts';
 
-/**
- * The catalog of volumes created through duplex. A task that names a missing volume, or
- * a name that is taken, is refused before it is queued.
- */
-export async function applySubmitEffect(db: Queryable, storageSystemId: string, taskId: string, effect: SubmitCatalogEffect): Promise<void> {
-  if (effect.mustExist) {
-    const { device, name } = effect.mustExist;
-    // Only a volume that exists now: one still being created or deleted cannot be the subject of another task.
-    const query = db('volumes').where({ storage_system_id: storageSystemId, device, name, state: 'present' });
-    const found = effect.markDeleting
-      ? await query.update({ state: 'deleting', task_id: taskId, updated_at: db.fn.now() }).returning('name')
-      : await query.select('name');
-    if (found.length === 0) throw new ProblemError('volume-not-found', `volume '${name}' does not exist on device '${device}'`);
-  }
-  if (effect.reserve) {
-    const { device, name, sizeBytes } = effect.reserve;
-    const inserted = await db('volumes')
-      .insert({ storage_system_id: storageSystemId, device, name, size_bytes: sizeBytes, state: 'creating', task_id: taskId })
-      .onConflict(['storage_system_id', 'device', 'name'])
-      .ignore()
-      .returning('name');
-    if (inserted.length === 0) throw new ProblemError('volume-exists', `a volume named '${name}' already exists on device '${device}'`);
-  }
-}
+// The catalog of volumes created through duplex: a task that names a missing volume, or a
+// name that is taken, is refused before it is queued.
 
 /**
  * Applies the catalog actions of a batch of ended tasks with one statement per kind of
@@ -82,4 +60,77 @@ export async function applySettleActions(db: Queryable, storageSystemId: string,
       [JSON.stringify(cleared.map((step) => ({ device: step.device, task_id: step.taskId }))), storageSystemId],
     );
   }
+}
+
+export interface PendingSubmit {
+  taskId: string;
+  storageSystemId: string;
+  effect: SubmitCatalogEffect;
+}
+
+/**
+ * The catalog checks of many submitted tasks at once, one statement per kind of check:
+ * answers, per task id, the problem that refuses it. Each check sees the catalog as it was
+ * before the batch, except that two tasks of the batch cannot create the same name or delete
+ * the same volume (the first in the batch wins).
+ */
+export async function applySubmitEffects(db: Queryable, pending: PendingSubmit[]): Promise<Map<string, ProblemError>> {
+  const refused = new Map<string, ProblemError>();
+  const rows = (pick: (item: PendingSubmit) => { device: string; name: string } | undefined, only: (item: PendingSubmit) => boolean) =>
+    pending.flatMap((item, ord) => {
+      const volume = only(item) ? pick(item) : undefined;
+      return volume ? [{ task_id: item.taskId, storage_system_id: item.storageSystemId, device: volume.device, name: volume.name, ord }] : [];
+    });
+
+  const mustExist = rows((item) => item.effect.mustExist, (item) => !item.effect.markDeleting);
+  if (mustExist.length > 0) {
+    const { rows: found } = await db.raw<{ rows: { task_id: string }[] }>(
+      `select w.task_id from jsonb_to_recordset(?::jsonb) as w(task_id text, storage_system_id text, device text, name text)
+         join volumes v on v.storage_system_id = w.storage_system_id and v.device = w.device and v.name = w.name and v.state = 'present'`,
+      [JSON.stringify(mustExist)],
+    );
+    const present = new Set(found.map((row) => row.task_id));
+    for (const row of mustExist) if (!present.has(row.task_id)) refused.set(row.task_id, volumeNotFound(row.device, row.name));
+  }
+
+  const deleting = rows((item) => item.effect.mustExist, (item) => item.effect.markDeleting === true);
+  if (deleting.length > 0) {
+    const { rows: marked } = await db.raw<{ rows: { task_id: string }[] }>(
+      `with wanted as (
+         select distinct on (storage_system_id, device, name) *
+           from jsonb_to_recordset(?::jsonb) as w(task_id text, storage_system_id text, device text, name text, ord int)
+          order by storage_system_id, device, name, ord)
+       update volumes v set state = 'deleting', task_id = w.task_id, updated_at = now()
+         from wanted w
+        where v.storage_system_id = w.storage_system_id and v.device = w.device and v.name = w.name and v.state = 'present'
+    returning w.task_id`,
+      [JSON.stringify(deleting)],
+    );
+    const done = new Set(marked.map((row) => row.task_id));
+    for (const row of deleting) if (!done.has(row.task_id)) refused.set(row.task_id, volumeNotFound(row.device, row.name));
+  }
+
+  const reserving = pending.filter((item) => item.effect.reserve && !refused.has(item.taskId));
+  if (reserving.length > 0) {
+    const inserted: { task_id: string }[] = await db('volumes')
+      .insert(
+        reserving.map((item) => {
+          const { device, name, sizeBytes } = item.effect.reserve!;
+          return { storage_system_id: item.storageSystemId, device, name, size_bytes: sizeBytes, state: 'creating', task_id: item.taskId };
+        }),
+      )
+      .onConflict(['storage_system_id', 'device', 'name'])
+      .ignore()
+      .returning('task_id');
+    const reserved = new Set(inserted.map((row) => row.task_id));
+    for (const item of reserving) {
+      const { device, name } = item.effect.reserve!;
+      if (!reserved.has(item.taskId)) refused.set(item.taskId, new ProblemError('volume-exists', `a volume named '${name}' already exists on device '${device}'`));
+    }
+  }
+  return refused;
+}
+
+function volumeNotFound(device: string, name: string): ProblemError {
+  return new ProblemError('volume-not-found', `volume '${name}' does not exist on device '${device}'`);
 }

@@ -5,14 +5,32 @@ import { findTask, listTasks, toTaskResource } from '../repositories/tasks.ts';
 
 type Ops = ServerApi.operations;
 
-export function taskHandlers(context: ServerContext): Pick<OperationHandlers<Ops>, 'submitTask' | 'listTasks' | 'getTask' | 'cancelTask'> {
+export function taskHandlers(context: ServerContext): Pick<OperationHandlers<Ops>, 'submitTask' | 'submitTasks' | 'listTasks' | 'getTask' | 'cancelTask'> {
   return {
+    async submitTasks(request) {
+      const key = request.headers['idempotency-key'];
+      const { tasks } = request.body;
+      const outcomes = await context.tasks.submitMany(
+        tasks,
+        tasks.map((_, index) => `${key}/${index}`),
+        String(request.id),
+        formatTraceparent(request.trace),
+      );
+      const counts = { accepted: 0, replayed: 0, refused: 0 };
+      const results = outcomes.map((outcome, index) => {
+        if ('problem' in outcome) {
+          counts.refused += 1;
+          return { index, status: outcome.problem.status, problem: outcome.problem.toDocument({ request_id: String(request.id) }) };
+        }
+        counts[outcome.replayed ? 'replayed' : 'accepted'] += 1;
+        return { index, status: 202, replayed: outcome.replayed, task: toTaskResource(outcome.task) };
+      });
+      if (counts.accepted > 0) context.dispatcher.kick();
+      return { ...counts, results };
+    },
     async submitTask(request, reply) {
       const { task, replayed } = await context.tasks.submit(request.body, request.headers['idempotency-key'], String(request.id), formatTraceparent(request.trace));
-      if (!replayed) {
-        context.metrics.submitted(task.kind);
-        context.dispatcher.kick();
-      }
+      if (!replayed) context.dispatcher.kick();
       reply.header('location', `/v1/tasks/${task.id}`);
       if (replayed) reply.header('idempotent-replayed', 'true');
       return reply.code(202).send(toTaskResource(task));

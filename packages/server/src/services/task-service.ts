@@ -4,7 +4,7 @@ import type { InventoryView } from '../lib/inventory-view.ts';
 import type { ServerMetrics } from '../metrics.ts';
 import { devicesOf, requestHash, unusableDevice, settleCatalogActions, submitCatalogEffect, type SettleAction, type TaskRequest } from '../lib/task-rules.ts';
 import * as tasks from '../repositories/tasks.ts';
-import { applySettleActions, applySubmitEffect } from '../repositories/volumes.ts';
+import { applySettleActions, applySubmitEffects } from '../repositories/volumes.ts';
 
 /** Has the volume catalog follow tasks that just succeeded or failed. */
 export async function settleFinishedTasks(trx: Queryable, rows: tasks.TaskRow[]): Promise<void> {
@@ -22,6 +22,8 @@ export interface SubmitOutcome {
   replayed: boolean;
 }
 
+export type BatchOutcome = SubmitOutcome | { problem: ProblemError };
+
 /**
  * Accepting, cancelling and completing tasks. Each change commits the task, the volume
  * catalog, the history and the event outbox in one transaction.
@@ -36,40 +38,87 @@ export class TaskService {
   ) {}
 
   async submit(submitted: TaskRequest, idempotencyKey: string, requestId: string, traceparent?: string): Promise<SubmitOutcome> {
-    // `params` may be left out for kinds that take none; it means the same as {}.
-    const request = { ...submitted, params: submitted.params ?? {} } as TaskRequest;
-    const hash = requestHash(request);
-    const existing = await tasks.findTaskByIdempotencyKey(this.db, idempotencyKey, this.idempotencyKeyTtlHours);
-    if (existing) return this.replay(existing, hash);
-    this.checkAgainstInventory(request);
-    const inserted = await this.db.transaction(async (trx) => {
-      const row = await tasks.insertTask(trx, {
-        id: newTaskId(),
-        idempotency_key: idempotencyKey,
-        request_hash: hash,
-        request_id: requestId,
-        traceparent: traceparent ?? null,
-        kind: request.kind,
-        storage_system_id: request.storage_system_id,
-        device: request.device,
-        params: request.params ?? {},
-        server_id: this.serverId,
-      });
-      if (!row) return undefined;
-      await applySubmitEffect(trx, request.storage_system_id, row.id, submitCatalogEffect(request));
-      await tasks.recordTransitions(trx, [row]);
-      return row;
-    });
-    if (inserted) return { task: inserted, replayed: false };
-    // Another request with the same key committed first.
-    const winner = await tasks.findTaskByIdempotencyKey(this.db, idempotencyKey, this.idempotencyKeyTtlHours);
-    if (!winner) throw new ProblemError('idempotency-key-in-use', 'a request with this Idempotency-Key is still being processed; retry');
-    return this.replay(winner, hash);
+    const [outcome] = await this.submitMany([submitted], [idempotencyKey], requestId, traceparent);
+    if (!outcome || 'problem' in outcome) throw outcome?.problem ?? new Error('no outcome for the submitted task');
+    return outcome;
   }
 
-  private replay(existing: tasks.TaskRow, hash: string): SubmitOutcome {
+  /**
+   * Accepts many tasks at once, each under its own idempotency key: one query finds the keys
+   * already used, and one transaction inserts the rest with their catalog checks, history and
+   * events. Each task is accepted, replayed or refused on its own.
+   */
+  async submitMany(submitted: TaskRequest[], idempotencyKeys: string[], requestId: string, traceparent?: string): Promise<BatchOutcome[]> {
+    // `params` may be left out for kinds that take none; it means the same as {}.
+    const requests = submitted.map((request) => ({ ...request, params: request.params ?? {} }) as TaskRequest);
+    const hashes = requests.map(requestHash);
+    const outcomes: (BatchOutcome | undefined)[] = new Array(requests.length);
+    const existing = await tasks.findTasksByIdempotencyKeys(this.db, idempotencyKeys, this.idempotencyKeyTtlHours);
+    const fresh: { index: number; task: tasks.NewTask; request: TaskRequest }[] = [];
+    const keysInBatch = new Set<string>();
+    requests.forEach((request, index) => {
+      const key = idempotencyKeys[index]!;
+      const held = existing.get(key);
+      if (held) return void (outcomes[index] = this.replayOutcome(held, hashes[index]!));
+      if (keysInBatch.has(key)) return void (outcomes[index] = { problem: new ProblemError('idempotency-key-in-use', `key '${key}' is used twice in this request`) });
+      keysInBatch.add(key);
+      try {
+        this.checkAgainstInventory(request);
+      } catch (error) {
+        if (error instanceof ProblemError) return void (outcomes[index] = { problem: error });
+        throw error;
+      }
+      fresh.push({
+        index,
+        request,
+        task: {
+          id: newTaskId(),
+          idempotency_key: key,
+          request_hash: hashes[index]!,
+          request_id: requestId,
+          traceparent: traceparent ?? null,
+          kind: request.kind,
+          storage_system_id: request.storage_system_id,
+          device: request.device,
+          params: request.params ?? {},
+          server_id: this.serverId,
+        },
+      });
+    });
+
+    const { accepted, refused } = await this.db.transaction(async (trx) => {
+      const inserted = await tasks.insertTasks(trx, fresh.map((item) => item.task));
+      const insertedIds = new Set(inserted.map((row) => row.id));
+      const refusals = await applySubmitEffects(
+        trx,
+        fresh.filter((item) => insertedIds.has(item.task.id)).map((item) => ({ taskId: item.task.id, storageSystemId: item.request.storage_system_id, effect: submitCatalogEffect(item.request) })),
+      );
+      await tasks.deleteTasks(trx, [...refusals.keys()]);
+      const kept = inserted.filter((row) => !refusals.has(row.id));
+      await tasks.recordTransitions(trx, kept);
+      return { accepted: new Map(kept.map((row) => [row.id, row])), refused: refusals };
+    });
+
+    // Keys another request took meanwhile are answered with what that request made.
+    const raced = fresh.filter((item) => !accepted.has(item.task.id) && !refused.has(item.task.id));
+    const winners = await tasks.findTasksByIdempotencyKeys(this.db, raced.map((item) => item.task.idempotency_key!), this.idempotencyKeyTtlHours);
+    for (const item of fresh) {
+      const row = accepted.get(item.task.id);
+      const problem = refused.get(item.task.id);
+      const winner = winners.get(item.task.idempotency_key!);
+      if (row) {
+        outcomes[item.index] = { task: row, replayed: false };
+        this.metrics?.submitted(row.kind);
+      } else if (problem) outcomes[item.index] = { problem };
+      else if (winner) outcomes[item.index] = this.replayOutcome(winner, item.task.request_hash);
+      else outcomes[item.index] = { problem: new ProblemError('idempotency-key-in-use', 'a request with this Idempotency-Key is still being processed; retry') };
+    }
+    return outcomes as BatchOutcome[];
+  }
+
+  private replayOutcome(existing: tasks.TaskRow, hash: string): BatchOutcome {
     if (existing.request_hash !== hash) {
-      throw new ProblemError('idempotency-key-reused', `this Idempotency-Key was used for task ${existing.id} with a different body`);
+      return { problem: new ProblemError('idempotency-key-reused', `this Idempotency-Key was used for task ${existing.id} with a different body`) };
     }
     return { task: existing, replayed: true };
   }
