@@ -17,6 +17,8 @@ export interface HarnessOptions {
   env?: Record<string, string>;
 }
 
+const bootTimeoutMs = 90_000;
+
 interface Running {
   spec: ProcessSpec;
   child: ChildProcess;
@@ -103,8 +105,9 @@ export class TopologyHarness {
     for (const role of ['driver', 'server', 'cluster-manager'] as const) {
       await Promise.all(specs.filter((spec) => spec.role === role).map((spec) => this.launch(spec)));
     }
-    await this.waitForAgents(4);
-    await this.waitForInventory();
+    // Generous: on a loaded machine (a CI host running other suites) 20-odd processes start slowly.
+    await this.waitForAgents(4, bootTimeoutMs);
+    await this.waitForInventory(bootTimeoutMs);
   }
 
   /** Waits until every server has been told of every device (the agents report after registering). */
