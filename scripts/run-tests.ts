@@ -33,6 +33,8 @@ if (files.length === 0) {
 let embedded: EmbeddedPostgresServer | undefined;
 let dataDir: string | undefined;
 const env = { ...process.env };
+// Processes the tests start run the sources as they are now, never a bundle built before an edit.
+env.DUPLEX_RUNTIME ??= 'source';
 if (!env.DATABASE_URL) {
   dataDir = join(root, '.duplex', `test-pg-${process.pid}`);
   embedded = await startEmbeddedPostgres({ dataDir, port: await freePort() });

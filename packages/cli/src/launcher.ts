@@ -1,17 +1,26 @@
 import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
-import { clusterManagerEntry } from '@duplex/cluster-manager';
-import { driverEntry, provisionFileDevice } from '@duplex/driver';
-import { serverEntry } from '@duplex/server';
-import { createDatabase, JsonClient, migrateToLatest, sleep, spawnTypeScript } from '@duplex/shared';
+import { provisionFileDevice } from '@duplex/driver';
+import {
+  bundleDirectory,
+  bundleState,
+  chooseServiceRuntime,
+  createDatabase,
+  JsonClient,
+  migrateToLatest,
+  pendingMigrations,
+  sleep,
+  spawnService,
+  type ServiceRuntime,
+} from '@duplex/shared';
 import { startLocalPostgres, type RunningPostgres } from './postgres.ts';
 import { hostOf, portOf, type Topology } from './topology.ts';
+import { allowTypeScriptImports } from './typescript-imports.ts';
 
 export interface ProcessSpec {
   name: string;
   role: 'driver' | 'server' | 'cluster-manager';
-  entry: URL;
   env: Record<string, string>;
   url: string;
 }
@@ -32,7 +41,6 @@ export function processSpecs(topology: Topology, databaseUrl: string): ProcessSp
       drivers.push({
         name: `driver-${system.id}-${cluster.id}`,
         role: 'driver',
-        entry: driverEntry,
         url: cluster.driver_url,
         env: {
           DRIVER_HOST: hostOf(cluster.driver_url),
@@ -48,7 +56,6 @@ export function processSpecs(topology: Topology, databaseUrl: string): ProcessSp
       managers.push({
         name: `cluster-manager-${system.id}-${cluster.id}`,
         role: 'cluster-manager',
-        entry: clusterManagerEntry,
         url: cluster.manager_url,
         env: {
           CM_HOST: hostOf(cluster.manager_url),
@@ -65,7 +72,6 @@ export function processSpecs(topology: Topology, databaseUrl: string): ProcessSp
   const servers: ProcessSpec[] = topology.servers.map((server) => ({
     name: `server-${server.id}`,
     role: 'server',
-    entry: serverEntry,
     url: server.url,
     env: {
       SERVER_ID: server.id,
@@ -91,6 +97,7 @@ export async function runTopology(topology: Topology, options: { databaseUrl?: s
     databaseUrl = postgres.url;
   }
   await prepareTopology(topology, databaseUrl, say);
+  const runtime = serviceRuntime(say);
 
   mkdirSync(topology.logs_dir, { recursive: true });
   const children = new Map<string, { spec: ProcessSpec; child: ChildProcess }>();
@@ -108,7 +115,7 @@ export async function runTopology(topology: Topology, options: { databaseUrl?: s
 
   const spawnChild = (spec: ProcessSpec): ChildProcess => {
     const logFile = join(topology.logs_dir, `${spec.name}.log`);
-    const child = spawnTypeScript(spec.entry, { env: { ...process.env, ...spec.env }, stdio: ['ignore', openSync(logFile, 'a'), openSync(logFile, 'a')] });
+    const child = spawnService(spec.role, { runtime, env: { ...process.env, ...spec.env }, stdio: ['ignore', openSync(logFile, 'a'), openSync(logFile, 'a')] });
     children.set(spec.name, { spec, child });
     child.once('exit', (code, signal) => {
       if (stopping) return;
@@ -123,10 +130,12 @@ export async function runTopology(topology: Topology, options: { databaseUrl?: s
     return child;
   };
   try {
-    // Each role starts in parallel, once the roles it depends on are ready.
+    // Each role starts in parallel, once the roles it depends on are ready: drivers and servers
+    // need neither each other nor anything but Postgres; a cluster-manager reads its driver, and
+    // its agents register with the servers.
     const specs = processSpecs(topology, databaseUrl);
-    for (const role of ['driver', 'server', 'cluster-manager'] as const) {
-      await Promise.all(specs.filter((spec) => spec.role === role).map((spec) => waitUntilReady(spec, spawnChild(spec))));
+    for (const roles of [['driver', 'server'], ['cluster-manager']]) {
+      await Promise.all(specs.filter((spec) => roles.includes(spec.role)).map((spec) => waitUntilReady(spec, spawnChild(spec))));
     }
   } catch (error) {
     await stop();
@@ -135,10 +144,26 @@ export async function runTopology(topology: Topology, options: { databaseUrl?: s
   return { databaseUrl, embedded: postgres !== undefined, stop };
 }
 
+/** How the services will run (DUPLEX_RUNTIME, or the bundles when they are up to date), said once. */
+function serviceRuntime(say: (line: string) => void): ServiceRuntime {
+  const runtime = chooseServiceRuntime(process.env);
+  const bundles = bundleState();
+  if (runtime === 'source') {
+    const why = bundles.state === 'fresh' || process.env.DUPLEX_RUNTIME ? '' : `: ${bundles.reason}; npm run build makes the bundles`;
+    say(`the services run from their TypeScript sources (tsx)${why}`);
+  } else if (bundles.state === 'missing') {
+    throw new Error(`DUPLEX_RUNTIME=bundle, but ${bundles.reason}: run npm run build`);
+  } else {
+    say(`the services run from the bundles in ${bundleDirectory}${bundles.state === 'outdated' ? ` although ${bundles.reason}` : ''}`);
+  }
+  return runtime;
+}
+
 /** Migrates the database and creates the file devices that are missing. */
 export async function prepareTopology(topology: Topology, databaseUrl: string, say: (line: string) => void): Promise<void> {
   const db = createDatabase(databaseUrl, { poolMax: 1 });
   try {
+    if ((await pendingMigrations(db)).length > 0) await allowTypeScriptImports();
     const applied = await migrateToLatest(db);
     if (applied.length > 0) say(`applied migrations: ${applied.join(', ')}`);
   } finally {

@@ -40,6 +40,16 @@ export type JsonSchema = Record<string, unknown>;
 export const contractPath = (name: ContractName): string =>
   fileURLToPath(new URL(`../../../openapi/${name}.yaml`, import.meta.url));
 
+declare global {
+  interface ImportMeta {
+    /**
+     * In a service bundle, the contracts as JSON text (an object by name), put there by `npm run
+     * build` (packages/cli/src/build.ts): parsing the YAML took a server about a second of its start.
+     */
+    bundledContracts?: string;
+  }
+}
+
 const rawCache = new Map<ContractName, OpenApiDocument>();
 const resolvedCache = new Map<ContractName, OpenApiDocument>();
 
@@ -47,7 +57,8 @@ const resolvedCache = new Map<ContractName, OpenApiDocument>();
 export function loadContract(name: ContractName): OpenApiDocument {
   let document = rawCache.get(name);
   if (!document) {
-    document = parse(readFileSync(contractPath(name), 'utf8')) as OpenApiDocument;
+    const bundled = import.meta.bundledContracts;
+    document = bundled === undefined ? (parse(readFileSync(contractPath(name), 'utf8')) as OpenApiDocument) : (JSON.parse(bundled) as Record<ContractName, OpenApiDocument>)[name];
     rawCache.set(name, document);
   }
   return document;

@@ -3,7 +3,15 @@ import { chmodSync, mkdirSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkTopology, prepareTopology, processSpecs, stopChild, waitUntilReady, type ProcessSpec, type Topology } from '@duplex/cli';
-import { createDatabase, spawnTypeScript, startEmbeddedPostgres, type Database, type EmbeddedPostgresServer } from '@duplex/shared';
+import {
+  createDatabase,
+  runtimeFromEnvironment,
+  spawnService,
+  startEmbeddedPostgres,
+  type Database,
+  type EmbeddedPostgresServer,
+  type ServiceRuntime,
+} from '@duplex/shared';
 import { createTestDatabase, freePort, waitFor, type TestDatabase } from '@duplex/testkit';
 
 export interface HarnessOptions {
@@ -15,6 +23,11 @@ export interface HarnessOptions {
   ownPostgres?: boolean;
   /** Extra environment for every process (timings, log level). */
   env?: Record<string, string>;
+  /**
+   * How the processes run (default: DUPLEX_RUNTIME, else `source`, so that tests run the code
+   * as it is now and never a bundle built before an edit).
+   */
+  runtime?: ServiceRuntime;
 }
 
 const bootTimeoutMs = 90_000;
@@ -130,7 +143,8 @@ export class TopologyHarness {
 
   private async launch(spec: ProcessSpec): Promise<void> {
     const log = openSync(join(this.topology.logs_dir, `${spec.name}.log`), 'a');
-    const child = spawnTypeScript(spec.entry, {
+    const child = spawnService(spec.role, {
+      runtime: this.options.runtime ?? runtimeFromEnvironment(process.env) ?? 'source',
       env: { ...process.env, LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'info', ...this.options.env, ...spec.env },
       stdio: ['ignore', log, log],
     });

@@ -21,13 +21,17 @@ export function createDatabase(url: string, options: { poolMax?: number; applica
   });
 }
 
+const migrationConfig: Knex.MigratorConfig = { directory: migrationsDirectory, loadExtensions: ['.ts'], tableName: 'knex_migrations' };
+
 export async function migrateToLatest(db: Database): Promise<string[]> {
-  const [, applied] = (await db.migrate.latest({
-    directory: migrationsDirectory,
-    loadExtensions: ['.ts'],
-    tableName: 'knex_migrations',
-  })) as [number, string[]];
+  const [, applied] = (await db.migrate.latest(migrationConfig)) as [number, string[]];
   return applied;
+}
+
+/** The file names of the migrations not applied yet, found without importing any migration. */
+export async function pendingMigrations(db: Database): Promise<string[]> {
+  const [, pending] = (await db.migrate.list(migrationConfig)) as [unknown[], { file: string }[]];
+  return pending.map((migration) => migration.file);
 }
 
 const unavailableCodes = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', '57P01', '57P02', '57P03', '08000', '08003', '08006', '08001', '08004']);

@@ -1,6 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
-import { agentEntry } from '@duplex/agent';
-import { backoffDelayMs, isHealthy, spawnTypeScript, type Database } from '@duplex/shared';
+import { backoffDelayMs, isHealthy, spawnService, type Database } from '@duplex/shared';
 import type { FastifyBaseLogger } from 'fastify';
 import type { ClusterManagerConfig, ConfiguredServer } from '../config.ts';
 import type { ClusterManagerMetrics } from '../metrics.ts';
@@ -29,6 +28,8 @@ export class AgentSupervisor {
   private stopping = false;
   private fenced = false;
   private spare: { child: ChildProcess; ready: boolean } | undefined;
+  /** Every agent has listened once: from then on, a spare is kept ready. */
+  private everyAgentListened = false;
   private healthTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -79,7 +80,10 @@ export class AgentSupervisor {
     for (const agent of this.agents.values()) agent.child?.send({ type: 'fence', fenced });
   }
 
-  /** The environment every agent of this cluster shares; agents need no database. */
+  /**
+   * The environment every agent of this cluster shares; agents need no database. It keeps
+   * DUPLEX_RUNTIME, so the agents run as this process does (bundle or sources).
+   */
   private commonEnv(): Record<string, string | undefined> {
     const { DATABASE_URL: _database, ...inherited } = process.env;
     return {
@@ -105,7 +109,7 @@ export class AgentSupervisor {
    */
   private startSpare(): void {
     if (this.stopping || this.spare) return;
-    const child = spawnTypeScript(agentEntry, { env: { ...this.commonEnv(), AGENT_STANDBY: '1' }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const child = spawnService('agent', { env: { ...this.commonEnv(), AGENT_STANDBY: '1' }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     const spare = { child, ready: false };
     this.spare = spare;
     child.on('message', (message: unknown) => {
@@ -134,12 +138,14 @@ export class AgentSupervisor {
       child.send({ type: 'assume', env: this.identityEnv(agent) });
       if (this.fenced) child.send({ type: 'fence', fenced: true });
     } else {
-      child = spawnTypeScript(agentEntry, { env: { ...this.commonEnv(), ...this.identityEnv(agent) }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      child = spawnService('agent', { env: { ...this.commonEnv(), ...this.identityEnv(agent) }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
       child.once('spawn', () => {
         if (this.fenced) child.send({ type: 'fence', fenced: true });
       });
     }
-    setImmediate(() => this.startSpare());
+    // A restart used the spare up (or found none): load the next one now. At the cluster's start
+    // the spare waits until every agent listens, so that it does not slow the agents down.
+    if (this.everyAgentListened) setImmediate(() => this.startSpare());
     agent.child = child;
     agent.url = undefined;
     agent.failedChecks = 0;
@@ -147,7 +153,12 @@ export class AgentSupervisor {
     this.persist(agent);
     child.on('message', (message: unknown) => {
       const url = (message as { url?: unknown } | null)?.url;
-      if (typeof url === 'string') agent.url = url;
+      if (typeof url !== 'string') return;
+      agent.url = url;
+      if (!this.everyAgentListened && [...this.agents.values()].every((other) => other.url !== undefined)) {
+        this.everyAgentListened = true;
+        this.startSpare();
+      }
     });
     child.once('exit', (code, signal) => {
       agent.child = undefined;
