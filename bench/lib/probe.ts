@@ -57,17 +57,19 @@ export async function agentRegistration(db: Database, name: string): Promise<Age
   return row;
 }
 
-interface ProcInfo {
+export interface ProcInfo {
   pid: number;
   ppid: number;
   /** The process's first argument: the executable. */
   exe: string;
+  /** Every argument, the executable first. */
+  argv: string[];
   state: string;
   environment: Map<string, string>;
 }
 
 /** What /proc says about a process; undefined when it is gone or not readable. Linux only. */
-function procInfo(pid: number): ProcInfo | undefined {
+export function procInfo(pid: number): ProcInfo | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
@@ -76,7 +78,9 @@ function procInfo(pid: number): ProcInfo | undefined {
       const equals = entry.indexOf('=');
       if (equals > 0) environment.set(entry.slice(0, equals), entry.slice(equals + 1));
     }
-    return { pid, ppid: Number(fields[1]), exe: readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0] ?? '', state: fields[0] ?? '', environment };
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    if (argv.at(-1) === '') argv.pop();
+    return { pid, ppid: Number(fields[1]), exe: argv[0] ?? '', argv, state: fields[0] ?? '', environment };
   } catch {
     return undefined;
   }

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, hostname, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { TopologyHarness } from '@duplex/harness';
+import { TopologyHarness, type HarnessOptions } from '@duplex/harness';
 import { ServerClient } from './api.ts';
 import { LogTail } from './logs.ts';
 import { scanOwnedProcesses } from './probe.ts';
@@ -119,15 +119,15 @@ export class BenchSession {
   }
 
   /**
-   * Starts the whole topology (file backend, a Postgres of its own) as the run's current
-   * harness; `env` goes to every process on top of this process's environment.
+   * Starts the whole topology (file backend unless `shape` says otherwise, a Postgres of its
+   * own) as the run's current harness; `env` goes to every process on top of this process's environment.
    */
-  async startTopology(label: string, env: Record<string, string> = {}): Promise<RunningTopology> {
+  async startTopology(label: string, env: Record<string, string> = {}, shape: Pick<HarnessOptions, 'backend' | 'capacityBytes'> = {}): Promise<RunningTopology> {
     if (this.stopping) await this.stopping;
     // Once the run is ending, a new harness would outlive it.
     if (this.cleanup) throw new Error('the run is ending');
     const bootStart = Date.now();
-    const harness = await TopologyHarness.start({ ownPostgres: true, env });
+    const harness = await TopologyHarness.start({ ...shape, ownPostgres: true, env });
     this.harness = harness;
     log(`${label} up in ${Date.now() - bootStart} ms; logs in ${harness.directory}/logs`);
     return {
