@@ -87,7 +87,7 @@ describe('a service app', () => {
         done();
       },
     });
-    const app = await createServiceApp({ service: 'traced', contract: 'agent', logger: { level: 'info', stream } });
+    const app = await createServiceApp({ service: 'traced', contract: 'agent', logger: { level: 'debug', stream } });
     app.get('/work', async (request) => {
       request.log.info('working');
       return { trace_id: request.trace.traceId };
@@ -107,6 +107,7 @@ describe('a service app', () => {
     assert.equal(response.json<{ trace_id: string }>().trace_id, traceId);
     const ofRequest = lines.filter((line) => line.request_id === response.headers['x-request-id']);
     assert.deepEqual(ofRequest.map((line) => line.msg), ['incoming request', 'working', 'request completed']);
+    assert.deepEqual(ofRequest.map((line) => line.level), [20, 30, 20], 'a routine request is logged at debug, the handler at its own level');
     for (const line of ofRequest) {
       assert.equal(line.trace_id, traceId);
       assert.equal(line.span_id, answered.spanId);

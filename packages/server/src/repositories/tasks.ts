@@ -123,14 +123,22 @@ export async function listTasks(
 
 const cursorTimePattern = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
 
-/** Locks this server's oldest queued tasks for dispatch; other transactions skip them. */
+/**
+ * Locks this server's oldest queued tasks for dispatch, in submission order (the ids of one
+ * commit sort in the order they were submitted); other transactions skip them.
+ */
 export async function lockQueuedTasks(db: Queryable, serverId: string, limit: number): Promise<TaskRow[]> {
   return db<TaskRow>('tasks')
     .where({ server_id: serverId, state: 'queued' })
-    .orderBy('created_at')
+    .orderBy([{ column: 'created_at' }, { column: 'id' }])
     .limit(limit)
     .forUpdate()
     .skipLocked();
+}
+
+/** Orders tasks as they were submitted: by commit time, then by id within a commit. */
+export function bySubmission(a: TaskRow, b: TaskRow): number {
+  return a.created_at.getTime() - b.created_at.getTime() || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 }
 
 export interface Assignment {

@@ -10,12 +10,8 @@ export function taskHandlers(context: ServerContext): Pick<OperationHandlers<Ops
     async submitTasks(request) {
       const key = request.headers['idempotency-key'];
       const { tasks } = request.body;
-      const outcomes = await context.tasks.submitMany(
-        tasks,
-        tasks.map((_, index) => `${key}/${index}`),
-        String(request.id),
-        formatTraceparent(request.trace),
-      );
+      const traceparent = formatTraceparent(request.trace);
+      const outcomes = await context.tasks.submitMany(tasks.map((task, index) => ({ request: task, idempotencyKey: `${key}/${index}`, requestId: String(request.id), traceparent })));
       const counts = { accepted: 0, replayed: 0, refused: 0 };
       const results = outcomes.map((outcome, index) => {
         if ('problem' in outcome) {
@@ -29,7 +25,12 @@ export function taskHandlers(context: ServerContext): Pick<OperationHandlers<Ops
       return { ...counts, results };
     },
     async submitTask(request, reply) {
-      const { task, replayed } = await context.tasks.submit(request.body, request.headers['idempotency-key'], String(request.id), formatTraceparent(request.trace));
+      const { task, replayed } = await context.tasks.submit({
+        request: request.body,
+        idempotencyKey: request.headers['idempotency-key'],
+        requestId: String(request.id),
+        traceparent: formatTraceparent(request.trace),
+      });
       if (!replayed) context.dispatcher.kick();
       reply.header('location', `/v1/tasks/${task.id}`);
       if (replayed) reply.header('idempotent-replayed', 'true');

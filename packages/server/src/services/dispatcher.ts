@@ -94,6 +94,8 @@ export class Dispatcher {
       return rows;
     });
     this.options.metrics?.dispatched(dispatched);
+    // An UPDATE returns its rows in no particular order; an agent runs a device's tasks in the order they arrive.
+    dispatched.sort(tasks.bySubmission);
     const byAgent = new Map<string, tasks.TaskRow[]>();
     for (const row of dispatched) {
       const list = byAgent.get(row.agent_id!) ?? [];

@@ -3,6 +3,7 @@ import { newTaskId } from '../lib/ids.ts';
 import type { InventoryView } from '../lib/inventory-view.ts';
 import type { ServerMetrics } from '../metrics.ts';
 import { devicesOf, requestHash, unusableDevice, settleCatalogActions, submitCatalogEffect, type SettleAction, type TaskRequest } from '../lib/task-rules.ts';
+import { SubmitQueue } from '../lib/submit-queue.ts';
 import * as tasks from '../repositories/tasks.ts';
 import { applySettleActions, applySubmitEffects } from '../repositories/volumes.ts';
 
@@ -24,11 +25,24 @@ export interface SubmitOutcome {
 
 export type BatchOutcome = SubmitOutcome | { problem: ProblemError };
 
+/** One task to accept, with the request it came in. */
+export interface SubmitItem {
+  request: TaskRequest;
+  idempotencyKey: string;
+  requestId: string;
+  traceparent?: string;
+}
+
+/** The most single submissions committed together (SubmitQueue). */
+const maxSubmissionsPerCommit = 500;
+
 /**
  * Accepting, cancelling and completing tasks. Each change commits the task, the volume
  * catalog, the history and the event outbox in one transaction.
  */
 export class TaskService {
+  private readonly queue = new SubmitQueue<SubmitItem, BatchOutcome>((items) => this.submitMany(items), maxSubmissionsPerCommit);
+
   constructor(
     private readonly db: Database,
     private readonly serverId: string,
@@ -37,9 +51,10 @@ export class TaskService {
     private readonly metrics?: ServerMetrics,
   ) {}
 
-  async submit(submitted: TaskRequest, idempotencyKey: string, requestId: string, traceparent?: string): Promise<SubmitOutcome> {
-    const [outcome] = await this.submitMany([submitted], [idempotencyKey], requestId, traceparent);
-    if (!outcome || 'problem' in outcome) throw outcome?.problem ?? new Error('no outcome for the submitted task');
+  /** Accepts one task; submissions that arrive together are committed together (SubmitQueue). */
+  async submit(item: SubmitItem): Promise<SubmitOutcome> {
+    const outcome = await this.queue.submit(item);
+    if ('problem' in outcome) throw outcome.problem;
     return outcome;
   }
 
@@ -48,16 +63,16 @@ export class TaskService {
    * already used, and one transaction inserts the rest with their catalog checks, history and
    * events. Each task is accepted, replayed or refused on its own.
    */
-  async submitMany(submitted: TaskRequest[], idempotencyKeys: string[], requestId: string, traceparent?: string): Promise<BatchOutcome[]> {
+  async submitMany(items: SubmitItem[]): Promise<BatchOutcome[]> {
     // `params` may be left out for kinds that take none; it means the same as {}.
-    const requests = submitted.map((request) => ({ ...request, params: request.params ?? {} }) as TaskRequest);
+    const requests = items.map((item) => ({ ...item.request, params: item.request.params ?? {} }) as TaskRequest);
     const hashes = requests.map(requestHash);
     const outcomes: (BatchOutcome | undefined)[] = new Array(requests.length);
-    const existing = await tasks.findTasksByIdempotencyKeys(this.db, idempotencyKeys, this.idempotencyKeyTtlHours);
+    const existing = await tasks.findTasksByIdempotencyKeys(this.db, items.map((item) => item.idempotencyKey), this.idempotencyKeyTtlHours);
     const fresh: { index: number; task: tasks.NewTask; request: TaskRequest }[] = [];
     const keysInBatch = new Set<string>();
     requests.forEach((request, index) => {
-      const key = idempotencyKeys[index]!;
+      const { idempotencyKey: key, requestId, traceparent } = items[index]!;
       const held = existing.get(key);
       if (held) return void (outcomes[index] = this.replayOutcome(held, hashes[index]!));
       if (keysInBatch.has(key)) return void (outcomes[index] = { problem: new ProblemError('idempotency-key-in-use', `key '${key}' is used twice in this request`) });
