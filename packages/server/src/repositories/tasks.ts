@@ -240,19 +240,34 @@ export async function cancelQueuedTask(db: Queryable, id: string): Promise<TaskR
   return rows[0];
 }
 
-/** Writes each state change to the task's history and to the event outbox. */
+/**
+ * Writes each state change to the task's history and to the event outbox, in one statement
+ * (one round trip), in the order of `rows`. It must run after the statement that changed the
+ * rows, never in it: see the event_stream migration for why.
+ */
 export async function recordTransitions(db: Queryable, rows: TaskRow[]): Promise<void> {
   if (rows.length === 0) return;
-  await db('task_history').insert(
-    rows.map((row) => ({ task_id: row.id, state: row.state, attempt: row.attempt, fencing_token: row.fencing_token, agent_id: row.agent_id })),
-  );
-  await db('events').insert(
-    rows.map((row) => ({
-      type: 'task.state_changed',
-      storage_system_id: row.storage_system_id,
-      task_id: row.id,
-      payload: JSON.stringify({ task_id: row.id, state: row.state, attempt: row.attempt, agent_id: row.agent_id, server_id: row.server_id }),
-    })),
+  const changes = rows.map((row) => ({
+    task_id: row.id,
+    state: row.state,
+    attempt: row.attempt,
+    fencing_token: row.fencing_token,
+    agent_id: row.agent_id,
+    storage_system_id: row.storage_system_id,
+    server_id: row.server_id,
+  }));
+  await db.raw(
+    `with change as (
+       select c.value as v, c.position from jsonb_array_elements(?::jsonb) with ordinality as c(value, position)
+     ), history as (
+       insert into task_history (task_id, state, attempt, fencing_token, agent_id)
+       select v->>'task_id', v->>'state', (v->>'attempt')::int, (v->>'fencing_token')::bigint, v->>'agent_id' from change order by position
+     )
+     insert into events (type, storage_system_id, task_id, payload)
+     select 'task.state_changed', v->>'storage_system_id', v->>'task_id',
+            jsonb_build_object('task_id', v->'task_id', 'state', v->'state', 'attempt', v->'attempt', 'agent_id', v->'agent_id', 'server_id', v->'server_id')
+       from change order by position`,
+    [JSON.stringify(changes)],
   );
 }
 

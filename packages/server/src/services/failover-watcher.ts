@@ -2,6 +2,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { ServerContext } from '../context.ts';
 import { withoutAgentSince } from '../lib/agent-registry.ts';
 import { markLostAgents, serversWithLiveAgent } from '../repositories/agents.ts';
+import { findFailoverWork } from '../repositories/failover.ts';
 import * as tasks from '../repositories/tasks.ts';
 
 /**
@@ -32,7 +33,12 @@ export class FailoverWatcher {
     if (this.running || this.context.lease.expiresAt <= Date.now()) return;
     this.running = true;
     try {
-      const moved = (await this.requeueLostAttempts()) + (await this.handOver()) + (await this.adoptOrphans());
+      // One statement says whether anything failed; the work itself runs only then.
+      const work = await findFailoverWork(this.context.db, this.context.config.SERVER_ID);
+      let moved = 0;
+      if (work.lostAgents) moved += await this.requeueLostAttempts();
+      if (this.someClusterWithoutAgent()) moved += await this.handOver();
+      if (work.orphans) moved += await this.adoptOrphans();
       if (moved > 0) this.context.dispatcher.kick();
     } catch (error) {
       this.log.warn({ err: error }, 'failover check failed');
@@ -52,6 +58,18 @@ export class FailoverWatcher {
     for (const agent of lost) this.log.warn({ agent_id: agent.id, incarnation: agent.incarnation }, 'agent lost: its lease ran out');
     if (rows.length > 0) this.log.warn({ tasks: rows.length }, 'attempts of lost agents are queued again');
     return rows.length;
+  }
+
+  /** Whether this server has had no live agent in some cluster it knows for the grace period. */
+  private someClusterWithoutAgent(): boolean {
+    const { inventory, agents, config } = this.context;
+    const now = Date.now();
+    return inventory.storageSystemIds().some((systemId) =>
+      inventory.clustersOf(systemId).some((cluster) => {
+        const since = withoutAgentSince(agents, systemId, cluster.cluster_id, now, this.startedAt);
+        return since !== undefined && now - since >= config.AGENT_GRACE_MS;
+      }),
+    );
   }
 
   private async handOver(): Promise<number> {
