@@ -37,6 +37,12 @@ export interface DeviceStore {
   readRecord(id: string, taskId: string): Promise<ExecutionRecord | undefined>;
   writeRecord(id: string, record: ExecutionRecord): Promise<void>;
   volumes(id: string): Promise<VolumeEntry[]>;
+  /**
+   * What identifies the place the device keeps its volumes, cheaply (no listing): it changes
+   * when that place is replaced, as when another device takes the id. Throws as `volumes`
+   * does when the volumes cannot be listed.
+   */
+  volumesIdentity(id: string): Promise<string>;
   /** Undefined when there is no such volume. */
   volumeSize(id: string, name: string): Promise<number | undefined>;
   createVolume(id: string, name: string, sizeBytes: number): Promise<void>;

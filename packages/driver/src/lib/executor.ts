@@ -1,10 +1,11 @@
 import { KeyedLock, ProblemError, problemDocument, type ProblemDocument } from '@duplex/shared';
-import type { DeviceLabel, DeviceStore, VolumeEntry } from './device-store.ts';
+import type { DeviceInspection, DeviceLabel, DeviceStore, VolumeEntry } from './device-store.ts';
 import { resultOf, type ExecutionRecord, type SettledRecord } from './execution-record.ts';
 import { checkEpoch, checkTask } from './fencing.ts';
 import { describeError } from './files.ts';
 import { parseOperation, type Operation } from './operations.ts';
 import type { DeviceReport, DeviceStatus, DriverBackend, ExecutionOutput, ExecutionRequest, ExecutionResult } from './types.ts';
+import { defaultUsageMaxAgeMs, inspectionKey, noUsage, UsageCache, usageOf, type VolumeUsage } from './volume-usage.ts';
 
 /** The home cluster reported for a device whose label cannot be read. */
 export const unknownHomeCluster = 'unknown';
@@ -21,9 +22,19 @@ export interface FaultInjection {
 export interface ExecutorOptions {
   faults?: FaultInjection;
   now?: () => Date;
+  /** How long an execution counts on a listing of a device's volumes (see UsageCache); 30 s when omitted. */
+  usageMaxAgeMs?: number;
 }
 
 type Outcome = Pick<SettledRecord, 'outcome' | 'result' | 'error'>;
+
+/**
+ * Where a report's usage comes from. `list`: a listing of the volumes, kept nowhere (the
+ * device is not held). `kept`: the usage kept for the device while it still holds, else a
+ * listing that is kept. `relist`: a listing that is kept. Only executions, which hold their
+ * devices, keep usage.
+ */
+type UsageSource = 'list' | 'kept' | 'relist';
 
 const unavailableType = problemDocument('device-unavailable', '').type;
 
@@ -33,11 +44,14 @@ const unavailableType = problemDocument('device-unavailable', '').type;
  */
 export class Executor implements DriverBackend {
   private readonly queue = new KeyedLock();
+  private readonly usage: UsageCache;
 
   constructor(
     readonly store: DeviceStore,
     private readonly options: ExecutorOptions = {},
-  ) {}
+  ) {
+    this.usage = new UsageCache(options.usageMaxAgeMs ?? defaultUsageMaxAgeMs);
+  }
 
   async discover(): Promise<DeviceReport[]> {
     const ids = await this.deviceIds();
@@ -47,10 +61,12 @@ export class Executor implements DriverBackend {
 
   async scan(): Promise<DeviceStatus[]> {
     const ids = await this.deviceIds();
+    const seen = new Map<string, string>();
     const statuses = await Promise.all(
       ids.map(async (id): Promise<DeviceStatus | undefined> => {
         const inspection = await this.store.inspect(id);
         if (!inspection) return undefined;
+        seen.set(id, inspectionKey(inspection));
         const { label } = inspection;
         const fault = inspection.fault ?? (label ? null : 'the device has no valid label');
         return {
@@ -62,6 +78,8 @@ export class Executor implements DriverBackend {
         };
       }),
     );
+    // A device that is gone or changed since its volumes were listed may not be the same device.
+    this.usage.forgetChanged(seen);
     return statuses.filter((status): status is DeviceStatus => status !== undefined);
   }
 
@@ -92,22 +110,23 @@ export class Executor implements DriverBackend {
     const operation = parseOperation(request);
     const deviceIds = [request.device];
     if (operation.kind === 'volume.copy' && operation.target_device !== request.device) deviceIds.push(operation.target_device);
-    for (const [index, id] of deviceIds.entries()) {
-      if (!(await this.store.inspect(id))) throw deviceNotFound(id, index === 0 ? 'device' : 'params.target_device');
-    }
+    // Whether the devices exist is checked once, holding them: a missing one is refused there.
     return this.queue.run(deviceIds, () => this.executeHoldingDevices(request, operation, deviceIds));
   }
 
   private async executeHoldingDevices(request: ExecutionRequest, operation: Operation, deviceIds: string[]): Promise<ExecutionResult> {
+    let inspections = await this.inspectHeld(request, deviceIds);
     const latency = this.options.faults?.latencyMs ?? 0;
-    if (latency > 0) await new Promise((resolve) => setTimeout(resolve, latency));
-
-    const reports = new Map<string, DeviceReport>();
-    for (const id of deviceIds) {
-      const report = await this.report(id);
-      if (!report) throw deviceNotFound(id, id === request.device ? 'device' : 'params.target_device');
-      reports.set(id, report);
+    if (latency > 0) {
+      await new Promise((resolve) => setTimeout(resolve, latency));
+      // A fault injected meanwhile is seen, as on a device that was slow to answer.
+      inspections = await this.inspectHeld(request, deviceIds);
     }
+
+    // A probe lists the volumes, so it reports exactly what is on the device, as discovery does.
+    const usageFrom: UsageSource = operation.kind === 'device.probe' ? 'relist' : 'kept';
+    const reports = new Map<string, DeviceReport>();
+    for (const inspection of inspections) reports.set(inspection.id, await this.reportOf(inspection, usageFrom));
     const unavailable = [...reports.values()].find((report) => report.state === 'unavailable');
     // Nothing can be fenced or recorded on a device that is not there, so this is answered
     // without a record: a retry once the device is back runs the work.
@@ -149,6 +168,20 @@ export class Executor implements DriverBackend {
     return resultOf(record, false);
   }
 
+  /** Each device's inspection, or device-not-found for the first that does not exist. */
+  private async inspectHeld(request: ExecutionRequest, deviceIds: string[]): Promise<DeviceInspection[]> {
+    const inspections: DeviceInspection[] = [];
+    for (const id of deviceIds) {
+      const inspection = await this.store.inspect(id);
+      if (!inspection) {
+        this.usage.forget(id);
+        throw deviceNotFound(id, id === request.device ? 'device' : 'params.target_device');
+      }
+      inspections.push(inspection);
+    }
+    return inspections;
+  }
+
   /** Refuses an older epoch on any device the execution touches, then records a newer one on each. */
   private async fence(request: ExecutionRequest, reports: DeviceReport[]): Promise<void> {
     const { epoch } = request.fencing;
@@ -182,19 +215,22 @@ export class Executor implements DriverBackend {
         const partial = interrupted ? await this.store.volumeSize(deviceId, name) : undefined;
         if (partial !== undefined) {
           assertCapacity(device, device.used_bytes - partial + size, size);
-          await this.store.resizeVolume(deviceId, name, size);
+          await this.change(deviceId, () => this.store.resizeVolume(deviceId, name, size));
+          this.usage.add(deviceId, size - partial, 0);
           return { volume: { device: deviceId, name, size_bytes: size } };
         }
         await this.assertAbsent(deviceId, name);
         assertCapacity(device, device.used_bytes + size, size);
-        await this.store.createVolume(deviceId, name, size);
+        await this.change(deviceId, () => this.store.createVolume(deviceId, name, size));
+        this.usage.add(deviceId, size, 1);
         return { volume: { device: deviceId, name, size_bytes: size } };
       }
       case 'volume.resize': {
         const { name, size_bytes: size } = operation;
         const current = await this.sizeOf(deviceId, name);
         assertCapacity(device, device.used_bytes - current + size, size);
-        await this.store.resizeVolume(deviceId, name, size);
+        await this.change(deviceId, () => this.store.resizeVolume(deviceId, name, size));
+        this.usage.add(deviceId, size - current, 0);
         return { volume: { device: deviceId, name, size_bytes: size } };
       }
       case 'volume.delete': {
@@ -202,7 +238,8 @@ export class Executor implements DriverBackend {
           return { deleted: { device: deviceId, name: operation.name, size_bytes: 0 } };
         }
         const size = await this.sizeOf(deviceId, operation.name);
-        await this.store.deleteVolume(deviceId, operation.name);
+        await this.change(deviceId, () => this.store.deleteVolume(deviceId, operation.name));
+        this.usage.add(deviceId, -size, -1);
         return { deleted: { device: deviceId, name: operation.name, size_bytes: size } };
       }
       case 'volume.copy': {
@@ -210,22 +247,39 @@ export class Executor implements DriverBackend {
         const target = reportOf(reports, targetId);
         const size = await this.sizeOf(deviceId, name);
         const partial = interrupted ? await this.store.volumeSize(targetId, targetName) : undefined;
-        if (partial !== undefined) await this.store.deleteVolume(targetId, targetName);
-        else await this.assertAbsent(targetId, targetName);
+        if (partial !== undefined) {
+          await this.change(targetId, () => this.store.deleteVolume(targetId, targetName));
+          this.usage.add(targetId, -partial, -1);
+        } else {
+          await this.assertAbsent(targetId, targetName);
+        }
         assertCapacity(target, target.used_bytes - (partial ?? 0) + size, size);
-        const copied = await this.store.copyVolume({ device: deviceId, name }, { device: targetId, name: targetName });
+        const copied = await this.change(targetId, () => this.store.copyVolume({ device: deviceId, name }, { device: targetId, name: targetName }));
+        this.usage.add(targetId, copied, 1);
         return {
           volume: { device: targetId, name: targetName, size_bytes: copied },
           source: { device: deviceId, name, size_bytes: size },
         };
       }
       case 'device.format': {
+        // Everything goes, so the next execution lists the device again rather than count down.
+        this.usage.forget(deviceId);
         const volumes: VolumeEntry[] = await this.store.volumes(deviceId);
         for (const volume of volumes) await this.store.deleteVolume(deviceId, volume.name);
         return { volumes_removed: volumes.length };
       }
       case 'device.probe':
         return { device: probeSummary(device) };
+    }
+  }
+
+  /** Runs one change to a device's volumes; one that fails may be half done, so the device is listed again. */
+  private async change<T>(deviceId: string, work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } catch (error) {
+      this.usage.forget(deviceId);
+      throw error;
     }
   }
 
@@ -247,11 +301,15 @@ export class Executor implements DriverBackend {
     return problemDocument('device-unavailable', 'injected fault: the device did not complete the work');
   }
 
-  /** What a device looks like now; anything unreadable makes it unavailable with the reason. */
+  /** What a device looks like now, with its volumes listed; undefined when there is no such device. */
   private async report(id: string): Promise<DeviceReport | undefined> {
     const inspection = await this.store.inspect(id);
-    if (!inspection) return undefined;
-    const { label } = inspection;
+    return inspection && this.reportOf(inspection, 'list');
+  }
+
+  /** The report of an inspected device; anything unreadable makes it unavailable with the reason. */
+  private async reportOf(inspection: DeviceInspection, usageFrom: UsageSource): Promise<DeviceReport> {
+    const { id, label } = inspection;
     let fault = inspection.fault ?? (label ? null : 'the device has no valid label');
     let epoch = 0;
     try {
@@ -259,24 +317,36 @@ export class Executor implements DriverBackend {
     } catch (error) {
       fault ??= `the fence record cannot be read (${describeError(error)})`;
     }
-    let volumes: VolumeEntry[] = [];
+    let usage = noUsage;
     if (fault === null) {
       try {
-        volumes = await this.store.volumes(id);
+        usage = await this.usageFor(inspection, epoch, usageFrom);
       } catch (error) {
         fault = `the volumes cannot be listed (${describeError(error)})`;
       }
     }
+    if (fault !== null && usageFrom !== 'list') this.usage.forget(id);
     return {
       id,
       home_cluster: label?.home_cluster ?? unknownHomeCluster,
       capacity_bytes: label?.capacity_bytes ?? 0,
-      used_bytes: volumes.reduce((sum, volume) => sum + volume.size_bytes, 0),
-      volume_count: volumes.length,
+      ...usage,
       state: fault === null ? 'available' : 'unavailable',
       reason: fault,
       epoch,
     };
+  }
+
+  /** The device's usage, from where `from` says. */
+  private async usageFor(inspection: DeviceInspection, epoch: number, from: UsageSource): Promise<VolumeUsage> {
+    const { id } = inspection;
+    if (from === 'list') return usageOf(await this.store.volumes(id));
+    const basis = { inspection: inspectionKey(inspection), epoch, volumes: await this.store.volumesIdentity(id) };
+    const kept = from === 'kept' ? this.usage.valid(id, basis) : undefined;
+    if (kept) return kept;
+    const listed = usageOf(await this.store.volumes(id));
+    this.usage.keep(id, basis, listed);
+    return listed;
   }
 }
 

@@ -12,6 +12,7 @@ import {
   problemFromFsError,
   readNoFollow,
   readTextNoFollow,
+  realDirectoryStats,
   syncDirectory,
   writeJsonAtomically,
   writeNoFollow,
@@ -89,6 +90,12 @@ export class FileDeviceStore implements DeviceStore {
       volumes.push({ name: entry.name, size_bytes: (await lstat(join(directory, entry.name))).size });
     }
     return volumes.sort((a, b) => (a.name < b.name ? -1 : 1));
+  }
+
+  async volumesIdentity(id: string): Promise<string> {
+    const stats = await realDirectoryStats(this.volumesDir(id), `volumes/ of device ${id}`);
+    // The birth time tells a directory made anew from an old one whose inode number it reuses.
+    return stats ? `${stats.dev}:${stats.ino}:${stats.birthtimeNs}` : 'none';
   }
 
   async volumeSize(id: string, name: string): Promise<number | undefined> {

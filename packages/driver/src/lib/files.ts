@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
+import { constants, type BigIntStats } from 'node:fs';
 import { lstat, mkdir, open, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { ProblemError } from '@duplex/shared';
@@ -72,19 +72,26 @@ export async function readTextNoFollow(path: string): Promise<string | undefined
  * send the writes elsewhere. With `create`, a missing one is made; otherwise it answers false.
  */
 export async function ensureRealDirectory(path: string, what: string, create: boolean): Promise<boolean> {
+  if (await realDirectoryStats(path, what)) return true;
+  if (!create) return false;
+  await mkdir(path);
+  return true;
+}
+
+/** A real directory's stats, or undefined when it does not exist; a link or a file is refused. */
+export async function realDirectoryStats(path: string, what: string): Promise<BigIntStats | undefined> {
+  let stats: BigIntStats;
   try {
-    const stats = await lstat(path);
-    if (stats.isSymbolicLink()) {
-      throw new ProblemError('device-unavailable', `${what} is a symbolic link; the driver does not follow links`);
-    }
-    if (!stats.isDirectory()) throw new ProblemError('device-unavailable', `${what} is not a directory`);
-    return true;
+    stats = await lstat(path, { bigint: true });
   } catch (error) {
-    if (errorCode(error) !== 'ENOENT') throw error;
-    if (!create) return false;
-    await mkdir(path);
-    return true;
+    if (errorCode(error) === 'ENOENT') return undefined;
+    throw error;
   }
+  if (stats.isSymbolicLink()) {
+    throw new ProblemError('device-unavailable', `${what} is a symbolic link; the driver does not follow links`);
+  }
+  if (!stats.isDirectory()) throw new ProblemError('device-unavailable', `${what} is not a directory`);
+  return stats;
 }
 
 /** Device-level file system failures become the problems they mean; others stay unexpected. */

@@ -3,6 +3,8 @@ import { parseLabel, type DeviceInspection, type DeviceLabel, type DeviceStore, 
 import type { ExecutionRecord } from './execution-record.ts';
 
 interface MemoryDevice {
+  /** Tells this device from an earlier one under the same id. */
+  serial: number;
   label: DeviceLabel;
   fault: string | null;
   epoch: number;
@@ -14,13 +16,14 @@ interface MemoryDevice {
 /** Devices held in memory: fast, and lost with the process (for tests and benchmarks). */
 export class MemoryDeviceStore implements DeviceStore {
   private readonly devices = new Map<string, MemoryDevice>();
+  private serials = 0;
 
   constructor(labels: readonly DeviceLabel[]) {
     for (const label of labels) {
       const checked = parseLabel(label);
       if (typeof checked === 'string') throw new TypeError(`memory device ${label.id}: ${checked}`);
       if (this.devices.has(checked.id)) throw new TypeError(`memory device ${checked.id} is listed twice`);
-      this.devices.set(checked.id, { label: checked, fault: null, epoch: 0, volumes: new Map(), records: new Map() });
+      this.devices.set(checked.id, this.newDevice(checked));
     }
   }
 
@@ -61,6 +64,10 @@ export class MemoryDeviceStore implements DeviceStore {
       .sort((a, b) => (a.name < b.name ? -1 : 1));
   }
 
+  async volumesIdentity(id: string): Promise<string> {
+    return String(this.device(id).serial);
+  }
+
   async volumeSize(id: string, name: string): Promise<number | undefined> {
     return this.device(id).volumes.get(name);
   }
@@ -90,7 +97,7 @@ export class MemoryDeviceStore implements DeviceStore {
 
   async provision(label: DeviceLabel): Promise<void> {
     if (this.devices.has(label.id)) throw new ProblemError('device-exists', `device ${label.id} already exists`);
-    this.devices.set(label.id, { label: { ...label }, fault: null, epoch: 0, volumes: new Map(), records: new Map() });
+    this.devices.set(label.id, this.newDevice({ ...label }));
   }
 
   /** Changes a device's capacity as if it were grown or shrunk underneath (fault injection). */
@@ -105,6 +112,11 @@ export class MemoryDeviceStore implements DeviceStore {
 
   async readiness(): Promise<string> {
     return 'ok';
+  }
+
+  private newDevice(label: DeviceLabel): MemoryDevice {
+    this.serials += 1;
+    return { serial: this.serials, label, fault: null, epoch: 0, volumes: new Map(), records: new Map() };
   }
 
   private device(id: string): MemoryDevice {
