@@ -130,13 +130,11 @@ export async function runTopology(topology: Topology, options: { databaseUrl?: s
     return child;
   };
   try {
-    // Each role starts in parallel, once the roles it depends on are ready: drivers and servers
-    // need neither each other nor anything but Postgres; a cluster-manager reads its driver, and
-    // its agents register with the servers.
+    // Every process starts at once: a cluster-manager waits for its driver by itself (up to
+    // DRIVER_WAIT_MS), and agents retry their registration until their server listens, so
+    // starting in waves would only add each wave's slowest start to the wait.
     const specs = processSpecs(topology, databaseUrl);
-    for (const roles of [['driver', 'server'], ['cluster-manager']]) {
-      await Promise.all(specs.filter((spec) => roles.includes(spec.role)).map((spec) => waitUntilReady(spec, spawnChild(spec))));
-    }
+    await Promise.all(specs.map((spec) => waitUntilReady(spec, spawnChild(spec))));
   } catch (error) {
     await stop();
     throw error;

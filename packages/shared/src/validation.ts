@@ -3,6 +3,10 @@ import addFormats from 'ajv-formats';
 import type { FastifySchemaCompiler } from 'fastify';
 
 const common: Options = {
+  // The contracts are checked against the JSON Schema meta-schema by the contract lint and the
+  // contract tests; compiling the meta-schema again in every service cost each one about a
+  // third of a second of its start.
+  validateSchema: false,
   allErrors: false,
   useDefaults: true,
   removeAdditional: false,
