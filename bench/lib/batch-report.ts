@@ -1,0 +1,118 @@
+/**
+ * The batch benchmark's tables: each measurement's tasks/s beside the floor's and the peer's of
+ * the same run, as ratios; what the stores hold against what the answers said; and, for duplex,
+ * where the window's CPU and Postgres time went.
+ */
+import type { BatchLoadResult } from './batch-clients.ts';
+import { count, ms, ratio, table } from './load-options.ts';
+import type { ProfileSummary } from './profile-summary.ts';
+
+export const measurementIds = ['insert', 'pg-boss', 'duplex'] as const;
+export type MeasurementId = (typeof measurementIds)[number];
+
+export const measurementTitles: Record<MeasurementId, string> = {
+  insert: 'floor: bare multi-row INSERT, one transaction per batch (node-postgres)',
+  'pg-boss': 'peer: pg-boss 10 `insert()` of the batch',
+  duplex: 'duplex `POST /v1/tasks:batch`',
+};
+
+/** What a store holds against what the answers accepted. */
+export interface StoreCount {
+  accepted: number;
+  stored: number;
+  lost: number;
+  /** Null where the store cannot tell (no unique name to count by). */
+  doubled: number | null;
+  unanswered: number;
+}
+
+export interface Measurement {
+  id: MeasurementId;
+  load: BatchLoadResult | null;
+  store: StoreCount | null;
+  error: string | null;
+}
+
+/** Issue 5: the bulk endpoint takes at least this many tasks/s on this machine. */
+export const targetTasksPerS = 20_000;
+
+export function resultsTable(measurements: readonly Measurement[]): string {
+  const figure = (id: MeasurementId) => measurements.find((m) => m.id === id)?.load?.tasks_per_s;
+  const floor = figure('insert');
+  const peer = figure('pg-boss');
+  return table(
+    ['what', 'tasks/s', '÷ INSERT floor', '÷ pg-boss', 'target', 'met', 'batches in window', 'batch p50', 'batch p99', 'refused', 'batch errors', 'load avg (1 min)'],
+    measurements.map((m) => {
+      const load = m.load;
+      if (!load) return [measurementTitles[m.id], `**not measured**: ${m.error ?? '?'}`, '–', '–', '–', '–', '–', '–', '–', '–', '–', '–'];
+      const isDuplex = m.id === 'duplex';
+      const met = load.tasks_per_s >= targetTasksPerS ? 'yes' : `**no** (${((load.tasks_per_s / targetTasksPerS) * 100).toFixed(1)} % of it)`;
+      return [
+        measurementTitles[m.id],
+        count(load.tasks_per_s),
+        floor === undefined ? '–' : ratio(load.tasks_per_s, floor),
+        peer === undefined ? '–' : ratio(load.tasks_per_s, peer),
+        isDuplex ? `≥ ${count(targetTasksPerS)}/s` : '–',
+        isDuplex ? met : '–',
+        String(load.batches_in_window),
+        ms(load.batch_ms.p50),
+        ms(load.batch_ms.p99),
+        String(load.refused),
+        String(load.batch_errors),
+        `${load.load_avg_1m.start.toFixed(2)} → ${load.load_avg_1m.end.toFixed(2)}`,
+      ];
+    }),
+    [false, true, true, true, false, false, true, true, true, true, true, true],
+  );
+}
+
+export function storeTable(measurements: readonly Measurement[]): string {
+  return table(
+    ['what', 'tasks accepted in answers (whole run)', 'in the store', 'lost', 'made twice', 'in the store without an answer', 'batches abandoned'],
+    measurements.flatMap((m) =>
+      m.store && m.load
+        ? [[measurementTitles[m.id], count(m.store.accepted), count(m.store.stored), String(m.store.lost), m.store.doubled === null ? '–' : String(m.store.doubled), String(m.store.unanswered), String(m.load.abandoned)]]
+        : [],
+    ),
+    [false, true, true, true, true, true, true],
+  );
+}
+
+export function perSecondTable(measurements: readonly Measurement[]): string {
+  return table(
+    ['what', 'tasks accepted in each second of the window'],
+    measurements.flatMap((m) => (m.load ? [[measurementTitles[m.id], m.load.per_second.map((value) => count(value)).join(', ')]] : [])),
+  );
+}
+
+/** The CPU of the run's processes in each window, side by side (% of one core; the machine has 2). */
+export function cpuTable(measurements: readonly Measurement[]): string {
+  const measured = measurements.filter((m): m is Measurement & { load: BatchLoadResult } => m.load !== null);
+  const names = [...new Set(measured.flatMap((m) => m.load.cpu.map((share) => share.name)))];
+  const cell = (m: Measurement & { load: BatchLoadResult }, name: string) => {
+    const share = m.load.cpu.find((candidate) => candidate.name === name);
+    return share ? `${share.cpu_percent.toFixed(0)} %` : '–';
+  };
+  const total = (m: Measurement & { load: BatchLoadResult }) => m.load.cpu.reduce((sum, share) => sum + share.cpu_percent, 0);
+  return table(
+    ['process', ...measured.map((m) => m.id)],
+    [
+      ...names.map((name) => [name, ...measured.map((m) => cell(m, name))]),
+      ['**all**', ...measured.map((m) => `${total(m).toFixed(0)} %`)],
+      ['CPU per 1,000 tasks', ...measured.map((m) => (m.load.tasks_per_s > 0 ? ms((total(m) / 100 / m.load.tasks_per_s) * 1_000_000) : '–'))],
+    ],
+    [false, ...measured.map(() => true)],
+  );
+}
+
+export function waitsTable(load: BatchLoadResult): string {
+  return table(['application: state / wait', 'backends'], load.postgres_waits.waits.slice(0, 12).map((wait) => [wait.what, wait.backends.toFixed(2)]), [false, true]);
+}
+
+export function profileTables(profile: ProfileSummary): string {
+  return [
+    table(['function', 'where', 'self', 'share of busy'], profile.top.map((entry) => [`\`${entry.function}\``, entry.location, ms(entry.self_ms), `${entry.percent.toFixed(1)} %`]), [false, false, true, true]),
+    '',
+    table(['package', 'self', 'share of busy'], profile.packages.map((entry) => [entry.package, ms(entry.self_ms), `${entry.percent.toFixed(1)} %`]), [false, true, true]),
+  ].join('\n');
+}
