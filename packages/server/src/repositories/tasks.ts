@@ -61,14 +61,44 @@ export async function findTask(db: Queryable, id: string): Promise<TaskRow | und
 
 export type NewTask = Pick<TaskRow, 'id' | 'idempotency_key' | 'request_hash' | 'request_id' | 'traceparent' | 'kind' | 'storage_system_id' | 'device' | 'params' | 'server_id'>;
 
-/** Inserts queued tasks in one statement; a task whose idempotency key is already taken is left out of the answer. */
+/**
+ * Inserts queued tasks in one statement, in the order given; a task whose idempotency key is
+ * already taken is left out of the answer. The rows travel as one JSON parameter: a multi-row
+ * VALUES list of 1,000 tasks has 10,000 parameters for Postgres to parse and bind.
+ */
 export async function insertTasks(db: Queryable, list: NewTask[]): Promise<TaskRow[]> {
   if (list.length === 0) return [];
-  return db<TaskRow>('tasks')
-    .insert(list.map((task) => ({ ...task, params: JSON.stringify(task.params) as never, state: 'queued' })))
-    .onConflict('idempotency_key')
-    .ignore()
-    .returning('*');
+  const { rows } = await db.raw<{ rows: { id: string; created_ms: string | number }[] }>(
+    `insert into tasks (id, idempotency_key, request_hash, request_id, traceparent, kind, storage_system_id, device, params, server_id, state)
+     select id, idempotency_key, request_hash, request_id, traceparent, kind, storage_system_id, device, params, server_id, 'queued'
+       from rows from (jsonb_to_recordset(?::jsonb)
+              as (id text, idempotency_key text, request_hash text, request_id text, traceparent text, kind text,
+                  storage_system_id text, device text, params jsonb, server_id text)) with ordinality as t
+      order by t.ordinality
+     on conflict (idempotency_key) do nothing
+  returning id, extract(epoch from created_at) * 1000 as created_ms`,
+    [JSON.stringify(list)],
+  );
+  // The rest of each row is what was inserted: reading back whole rows (five timestamps each)
+  // was a tenth of a batch's CPU.
+  const byId = new Map(list.map((task) => [task.id, task]));
+  return rows.map(({ id, created_ms }) => {
+    const createdAt = new Date(Number(created_ms));
+    return {
+      ...byId.get(id)!,
+      state: 'queued',
+      attempt: 0,
+      fencing_token: null,
+      cluster_id: null,
+      agent_id: null,
+      result: null,
+      error: null,
+      created_at: createdAt,
+      updated_at: createdAt,
+      dispatched_at: null,
+      finished_at: null,
+    };
+  });
 }
 
 /** Removes tasks inserted in this transaction that turned out to be refused. */

@@ -112,16 +112,20 @@ export async function applySubmitEffects(db: Queryable, pending: PendingSubmit[]
 
   const reserving = pending.filter((item) => item.effect.reserve && !refused.has(item.taskId));
   if (reserving.length > 0) {
-    const inserted: { task_id: string }[] = await db('volumes')
-      .insert(
-        reserving.map((item) => {
-          const { device, name, sizeBytes } = item.effect.reserve!;
-          return { storage_system_id: item.storageSystemId, device, name, size_bytes: sizeBytes, state: 'creating', task_id: item.taskId };
-        }),
-      )
-      .onConflict(['storage_system_id', 'device', 'name'])
-      .ignore()
-      .returning('task_id');
+    const reservations = reserving.map((item) => {
+      const { device, name, sizeBytes } = item.effect.reserve!;
+      return { storage_system_id: item.storageSystemId, device, name, size_bytes: sizeBytes, task_id: item.taskId };
+    });
+    // In batch order, so that of two tasks creating one name the first wins.
+    const { rows: inserted } = await db.raw<{ rows: { task_id: string }[] }>(
+      `insert into volumes (storage_system_id, device, name, size_bytes, state, task_id)
+       select storage_system_id, device, name, size_bytes, 'creating', task_id
+         from rows from (jsonb_to_recordset(?::jsonb) as (storage_system_id text, device text, name text, size_bytes bigint, task_id text)) with ordinality as r
+        order by r.ordinality
+       on conflict (storage_system_id, device, name) do nothing
+    returning task_id`,
+      [JSON.stringify(reservations)],
+    );
     const reserved = new Set(inserted.map((row) => row.task_id));
     for (const item of reserving) {
       const { device, name } = item.effect.reserve!;
