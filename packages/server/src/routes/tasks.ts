@@ -22,6 +22,7 @@ export function taskHandlers(context: ServerContext): Pick<OperationHandlers<Ops
         return { index, status: 202, replayed: outcome.replayed, task: toTaskResource(outcome.task) };
       });
       if (counts.accepted > 0) context.dispatcher.kick();
+      request.log.info(counts, 'task batch accepted');
       return { ...counts, results };
     },
     async submitTask(request, reply) {
@@ -32,6 +33,7 @@ export function taskHandlers(context: ServerContext): Pick<OperationHandlers<Ops
         traceparent: formatTraceparent(request.trace),
       });
       if (!replayed) context.dispatcher.kick();
+      request.log.info({ task_id: task.id, kind: task.kind, storage_system_id: task.storage_system_id, device: task.device, replayed }, 'task accepted');
       reply.header('location', `/v1/tasks/${task.id}`);
       if (replayed) reply.header('idempotent-replayed', 'true');
       return reply.code(202).send(toTaskResource(task));
