@@ -40,6 +40,8 @@ const periodMs = 1_000;
 /** A heartbeat not answered within this long counts as an error (its agent would have lost its lease long before). */
 const requestTimeoutMs = 10_000;
 const registrationConcurrency = 16;
+/** Agents registered before they start heartbeating: well under a lease's worth at the slowest registration seen (72/s). */
+const registrationChunk = 64;
 
 const settings = readSettings(process.env, { server: ['AGENT_LEASE_TTL_MS', 'AGENT_HEARTBEAT_INTERVAL_MS', 'FAILOVER_CHECK_INTERVAL_MS', 'DATABASE_POOL_MAX'] });
 const leaseTtlMs = settingValue(settings, 'AGENT_LEASE_TTL_MS');
@@ -183,16 +185,24 @@ try {
   const generator = new HeartbeatGenerator(serverUrl, generatorOptions);
   const agentsStartedAt = new Date();
   const registered: SimulatedAgent[] = [];
+  let generatorStarted = false;
   try {
     for (const [index, agents] of options.levels.entries()) {
       if (server.ended() !== null) throw new Error(`the server ended during the run (${server.ended()}):\n${server.logTail()}`);
       const registrationStart = Date.now();
-      const added = await registerAgents(client, serverId, agentsStartedAt, registered.length, agents, registrationConcurrency);
-      registered.push(...added);
+      const added: SimulatedAgent[] = [];
+      // Agents heartbeat from their registration on, a chunk at a time, as real ones do. (Waiting
+      // for the whole level, seconds, let the lease of the first ones run out.)
+      while (registered.length < agents) {
+        const chunk = await registerAgents(client, serverId, agentsStartedAt, registered.length, Math.min(agents, registered.length + registrationChunk), registrationConcurrency);
+        added.push(...chunk);
+        registered.push(...chunk);
+        generator.setAgents(registered);
+        if (!generatorStarted) generator.start();
+        generatorStarted = true;
+      }
       const registrationMs = Date.now() - registrationStart;
       log(`registered ${added.length} agents in ${registrationMs} ms (${agents} in all)`);
-      generator.setAgents(registered);
-      if (index === 0) generator.start();
       const levelStart = new Date();
       const window = await measureWindow(generator, server, agents, { postgresPids: serverPids });
       log(describe('server', window));

@@ -1,6 +1,5 @@
 import { Counter, Gauge, Histogram, latencyBuckets, secondsBetween, type Database, type Registry } from '@duplex/shared';
 import type { FastifyBaseLogger } from 'fastify';
-import type { RegisteredAgent } from './lib/agent-registry.ts';
 import type { InventoryView } from './lib/inventory-view.ts';
 import { openStates, terminalStates } from './lib/task-rules.ts';
 import { countTasksByStateAndKind, type TaskRow } from './repositories/tasks.ts';
@@ -24,8 +23,6 @@ export class ServerMetrics {
   private readonly serverLeaseExpiries: Counter;
   private readonly adoptedTasks: Counter;
   private readonly failovers: Counter<'kind'>;
-  /** The lease expiry already counted for each agent, so each expiry counts once. */
-  private readonly countedAgentExpiries = new Map<string, number>();
   private countedServerExpiry = 0;
 
   constructor(registry: Registry, sources: { db: Database; inventory: InventoryView; log: FastifyBaseLogger }) {
@@ -131,13 +128,9 @@ export class ServerMetrics {
     (renewed ? this.heartbeatRenewed : this.heartbeatRefused).inc();
   }
 
-  /** Counts each agent lease that has run out since it was last seen, once per expiry. */
-  noticeAgentLeases(agents: Iterable<RegisteredAgent>, now: number): void {
-    for (const agent of agents) {
-      if (agent.leaseExpiresAt > now || this.countedAgentExpiries.get(agent.id) === agent.leaseExpiresAt) continue;
-      this.countedAgentExpiries.set(agent.id, agent.leaseExpiresAt);
-      this.agentLeaseExpiries.inc();
-    }
+  /** Agents just marked lost because their lease ran out: each lost lease is marked, and counted, once. */
+  agentLeasesExpired(count: number): void {
+    if (count > 0) this.agentLeaseExpiries.inc(count);
   }
 
   /** Counts this server's own lease running out (seen at the next renewal attempt), once per expiry. */

@@ -12,9 +12,29 @@ export interface RegisteredAgent {
 
 export class AgentRegistry {
   private readonly agents = new Map<string, RegisteredAgent>();
+  /**
+   * The same agents by cluster, in registration order: routing and the failover watcher look
+   * up one cluster at a time, and a server may have thousands of agents.
+   */
+  private readonly byCluster = new Map<string, Map<string, RegisteredAgent>>();
+
+  private static clusterKey(storageSystemId: string, clusterId: string): string {
+    return `${storageSystemId}/${clusterId}`;
+  }
 
   upsert(agent: Omit<RegisteredAgent, 'unreachableUntil'>): void {
-    this.agents.set(agent.id, { ...agent, unreachableUntil: 0 });
+    const registered = { ...agent, unreachableUntil: 0 };
+    const previous = this.agents.get(agent.id);
+    const key = AgentRegistry.clusterKey(agent.storage_system_id, agent.cluster_id);
+    if (previous) {
+      const previousKey = AgentRegistry.clusterKey(previous.storage_system_id, previous.cluster_id);
+      if (previousKey !== key) this.byCluster.get(previousKey)?.delete(agent.id);
+    }
+    // Registering again keeps the agent's place, in both maps.
+    this.agents.set(agent.id, registered);
+    const cluster = this.byCluster.get(key) ?? new Map<string, RegisteredAgent>();
+    cluster.set(agent.id, registered);
+    this.byCluster.set(key, cluster);
   }
 
   get(id: string): RegisteredAgent | undefined {
@@ -36,13 +56,14 @@ export class AgentRegistry {
   }
 
   inCluster(storageSystemId: string, clusterId: string): RegisteredAgent[] {
-    return [...this.agents.values()].filter((agent) => agent.storage_system_id === storageSystemId && agent.cluster_id === clusterId);
+    return [...(this.byCluster.get(AgentRegistry.clusterKey(storageSystemId, clusterId))?.values() ?? [])];
   }
 
   /** The agent this server routes a cluster's tasks to: live, and not known to be unreachable. */
   routeFor(storageSystemId: string, clusterId: string, now: number): RegisteredAgent | undefined {
-    for (const agent of this.agents.values()) {
-      if (agent.storage_system_id !== storageSystemId || agent.cluster_id !== clusterId) continue;
+    const cluster = this.byCluster.get(AgentRegistry.clusterKey(storageSystemId, clusterId));
+    if (!cluster) return undefined;
+    for (const agent of cluster.values()) {
       if (agent.leaseExpiresAt > now && agent.unreachableUntil <= now) return agent;
     }
     return undefined;

@@ -1,5 +1,5 @@
 import type { ServerApi } from '@duplex/contracts';
-import { decodeCursor, encodeCursor, type Database, type Queryable } from '@duplex/shared';
+import { decodeCursor, encodeCursor, type Queryable } from '@duplex/shared';
 
 export type Agent = ServerApi.components['schemas']['Agent'];
 export type AgentRegistrationRequest = ServerApi.components['schemas']['AgentRegistrationRequest'];
@@ -84,45 +84,23 @@ export async function recordRegistration(db: Queryable, registration: AgentRegis
 }
 
 /**
- * Renews the lease of this server's agent in the given incarnation; undefined when there is none.
- * An agent that had been found lost (a hang longer than its lease) is back: that is recorded too.
- */
-export async function renewAgentLease(
-  db: Database,
-  registration: { id: string; serverId: string; incarnation: number },
-  leaseTtlMs: number,
-): Promise<AgentRow | undefined> {
-  const renew = async (trx: Queryable, lost: boolean) => {
-    const rows = await trx<AgentRow>('agents')
-      .where({ id: registration.id, server_id: registration.serverId, incarnation: registration.incarnation })
-      .where((query) => (lost ? query.whereNotNull('lost_at') : query.whereNull('lost_at')))
-      .update({
-        heartbeat_at: trx.fn.now() as never,
-        lease_expires_at: trx.raw('now() + make_interval(secs => ? / 1000.0)', [leaseTtlMs]) as never,
-        lost_at: null,
-      })
-      .returning('*');
-    return rows[0];
-  };
-  // The usual case, in one statement; the return of a lost agent, with its event, in one transaction.
-  const renewed = await renew(db, false);
-  if (renewed) return renewed;
-  return db.transaction(async (trx) => {
-    const back = await renew(trx, true);
-    if (back) await recordAgentEvent(trx, 'agent.registered', back);
-    return back;
-  });
-}
-
-/**
  * Marks this server's agents whose lease has run out as lost, each once per lost lease, and
  * writes `agent.lost` for each in the same transaction (the caller's).
+ *
+ * An agent whose renewal holds its row now is skipped, not waited for: a renewal statement
+ * holds several agents, and so does this one, so waiting on each other could deadlock. The
+ * renewal either renews the lease or leaves the agent to the next check.
  */
 export async function markLostAgents(db: Queryable, serverId: string): Promise<AgentRow[]> {
-  const rows = await db<AgentRow>('agents')
+  const expired = db<AgentRow>('agents')
+    .select('id')
     .where({ server_id: serverId })
     .whereNull('lost_at')
     .where('lease_expires_at', '<', db.fn.now())
+    .forUpdate()
+    .skipLocked();
+  const rows = await db<AgentRow>('agents')
+    .whereIn('id', expired)
     .update({ lost_at: db.fn.now() as never })
     .returning('*');
   if (rows.length > 0) {

@@ -29,7 +29,6 @@ export class FailoverWatcher {
   }
 
   async check(): Promise<void> {
-    this.context.metrics.noticeAgentLeases(this.context.agents.all(), Date.now());
     if (this.running || this.context.lease.expiresAt <= Date.now()) return;
     this.running = true;
     try {
@@ -55,6 +54,7 @@ export class FailoverWatcher {
       await tasks.recordTransitions(trx, requeued);
       return { lost: lostAgents, rows: requeued };
     });
+    this.context.metrics.agentLeasesExpired(lost.length);
     for (const agent of lost) this.log.warn({ agent_id: agent.id, incarnation: agent.incarnation }, 'agent lost: its lease ran out');
     if (rows.length > 0) this.log.warn({ tasks: rows.length }, 'attempts of lost agents are queued again');
     return rows.length;

@@ -63,6 +63,29 @@ describe('AgentRegistry.routeFor', () => {
     assert.equal(registry.routeFor('ss1', 'c0', now)?.incarnation, 2);
   });
 
+  it('routes to the first live agent of the cluster in registration order; registering again keeps its place', () => {
+    const registry = new AgentRegistry();
+    registry.upsert(agent('first'));
+    registry.upsert(agent('other cluster', { cluster_id: 'c1' }));
+    registry.upsert(agent('second'));
+    registry.upsert(agent('first', { incarnation: 2 }));
+    assert.deepEqual(registry.inCluster('ss1', 'c0').map((a) => `${a.id}#${a.incarnation}`), ['first#2', 'second#1']);
+    assert.deepEqual(registry.inCluster('ss1', 'c1').map((a) => a.id), ['other cluster']);
+    assert.deepEqual(registry.inCluster('ss9', 'c0'), []);
+    assert.equal(registry.routeFor('ss1', 'c0', now)?.id, 'first');
+    registry.markUnreachable('first', now + 1000);
+    assert.equal(registry.routeFor('ss1', 'c0', now)?.id, 'second');
+  });
+
+  it('an agent registered again in another cluster leaves the first one', () => {
+    const registry = new AgentRegistry();
+    registry.upsert(agent('moved'));
+    registry.upsert(agent('moved', { cluster_id: 'c1' }));
+    assert.deepEqual(registry.inCluster('ss1', 'c0'), []);
+    assert.equal(registry.routeFor('ss1', 'c0', now), undefined);
+    assert.equal(registry.routeFor('ss1', 'c1', now)?.id, 'moved');
+  });
+
   it('renew and markUnreachable of an unknown agent change nothing', () => {
     const registry = new AgentRegistry();
     registry.renew('ghost', now + 1000);

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { buildApp, loadServerConfig } from '@duplex/server';
+import { waitFor } from '@duplex/testkit';
 import {
   assertProblem,
   inventoryReport,
@@ -254,5 +255,36 @@ describe('agents', () => {
       });
       assert.deepEqual((await list('&cluster_id=c0')).items.map((a) => a.id), ['A:lst:c0:l-a', 'A:lst:c0:l-d']);
     });
+  });
+});
+
+describe('lost agent leases', () => {
+  let server: TestServer;
+  const lostAt = async (id: string) => ((await server.db('agents').where({ id }).first('lost_at')) as { lost_at: Date | null }).lost_at;
+  const expiriesCounted = async () => {
+    const response = await server.app.inject({ method: 'GET', url: '/metrics' });
+    const line = response.body.split('\n').find((text) => text.startsWith('duplex_agent_lease_expiries_total '));
+    return Number(line?.split(' ')[1]);
+  };
+
+  before(async () => {
+    // A short lease, looked at often.
+    server = await startServer({ AGENT_LEASE_TTL_MS: '400', FAILOVER_CHECK_INTERVAL_MS: '20' });
+  });
+  after(() => stopServer(server));
+
+  it('counts each lease that ran out once, however often the watcher looks, and again after the agent was back', async () => {
+    assert.equal(await expiriesCounted(), 0);
+    const id = await registerAgent(server.app, { name: 'counted' });
+    await waitFor('the lease to run out', async () => ((await lostAt(id)) ? true : undefined), 5_000);
+    await sleep(200);
+    assert.equal(await expiriesCounted(), 1);
+
+    const heartbeat = await server.app.inject({ method: 'POST', url: `/v1/agents/${id}/heartbeats`, payload: { incarnation: 1 } });
+    assert.equal(heartbeat.statusCode, 200, heartbeat.body);
+    assert.ok(Date.parse(heartbeat.json<{ lease_expires_at: string }>().lease_expires_at) > Date.now());
+    assert.equal(await lostAt(id), null);
+    await waitFor('the lease to run out again', async () => ((await lostAt(id)) ? true : undefined), 5_000);
+    assert.equal(await expiriesCounted(), 2);
   });
 });
