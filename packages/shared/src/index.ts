@@ -9,6 +9,7 @@ export * from './lifecycle.ts';
 export * from './pagination.ts';
 export * from './backoff.ts';
 export * from './spawn.ts';
+export * from './random-hex.ts';
 export * from './service-bundles.ts';
 export * from './keyed-lock.ts';
 export * from './embedded-postgres.ts';

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -8,6 +7,7 @@ import { mountContract, type OperationHandler } from './contract-routes.ts';
 import { registerProblemHandlers } from './errors.ts';
 import { createServiceMetrics, type ServiceMetrics } from './metrics.ts';
 import { ProblemError } from './problem.ts';
+import { randomHex } from './random-hex.ts';
 import { continueTrace, formatTraceparent, newTrace, traceLogFields, type TraceContext } from './trace-context.ts';
 import { createValidatorCompiler } from './validation.ts';
 
@@ -25,7 +25,7 @@ const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/;
 function requestIdOf(request: IncomingMessage): string {
   const given = request.headers['x-request-id'];
   if (typeof given === 'string' && requestIdPattern.test(given)) return given;
-  return `req-${randomBytes(8).toString('hex')}`;
+  return `req-${randomHex(8)}`;
 }
 
 declare module 'fastify' {
