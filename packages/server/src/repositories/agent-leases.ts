@@ -1,6 +1,14 @@
 import type { Database } from '@duplex/shared';
-import type { LeaseRenewal, RenewedLeases } from '../lib/lease-renewal-queue.ts';
 import type { AgentRow } from './agents.ts';
+
+/** A heartbeat's request to renew its agent's lease. */
+export interface LeaseRenewal {
+  agentId: string;
+  incarnation: number;
+}
+
+/** What a statement renewed, per agent: the incarnation it renewed and what the heartbeat answers. */
+export type RenewedLeases<Renewed> = Map<string, { incarnation: number; renewed: Renewed }>;
 
 /** What a heartbeat needs of the renewed registration. */
 export type RenewedLease = Pick<AgentRow, 'lease_expires_at' | 'storage_system_id' | 'cluster_id'>;
@@ -111,4 +119,15 @@ export async function renewAgentLeases(db: Database, serverId: string, renewals:
  */
 export async function renewLostAgentLeases(db: Database, serverId: string, renewals: readonly LeaseRenewal[], leaseTtlMs: number): Promise<RenewedLeases<RenewedLease>> {
   return renew('lost', db, serverId, renewals, leaseTtlMs);
+}
+
+/**
+ * Each renewal's answer, in the renewals' order: what was renewed, or undefined when the
+ * statement did not renew its agent (marked lost, another incarnation, another server's).
+ */
+export function renewedFor<Renewed>(renewals: readonly LeaseRenewal[], renewed: RenewedLeases<Renewed>): (Renewed | undefined)[] {
+  return renewals.map((renewal) => {
+    const found = renewed.get(renewal.agentId);
+    return found?.incarnation === renewal.incarnation ? found.renewed : undefined;
+  });
 }

@@ -3,8 +3,8 @@ import { parseTraceparent, ProblemError, traceLogFields, type OperationHandlers 
 import type { FastifyBaseLogger } from 'fastify';
 import type { ServerContext } from '../context.ts';
 import { agentIdOf } from '../lib/ids.ts';
-import { LeaseRenewalQueue } from '../lib/lease-renewal-queue.ts';
-import { maxRenewalsPerStatement, renewAgentLeases, renewLostAgentLeases } from '../repositories/agent-leases.ts';
+import { GroupCommitQueue } from '../lib/group-commit.ts';
+import { maxRenewalsPerStatement, renewAgentLeases, renewedFor, renewLostAgentLeases, type LeaseRenewal, type RenewedLease } from '../repositories/agent-leases.ts';
 import * as agents from '../repositories/agents.ts';
 import { storeInventoryReport } from '../repositories/inventories.ts';
 import { recordTransitions, requeueAgentAttempts, requeueAttemptsOnMovedDevices, type StateReport } from '../repositories/tasks.ts';
@@ -15,8 +15,13 @@ type AgentOps = 'registerAgent' | 'listAgents' | 'getAgent' | 'heartbeatAgent' |
 export function agentHandlers(context: ServerContext): Pick<OperationHandlers<Ops>, AgentOps> {
   const { config, db } = context;
   // Heartbeats that come together renew together; those of agents marked lost come back together, with their events.
-  const renewals = new LeaseRenewalQueue((batch) => renewAgentLeases(db, config.SERVER_ID, batch, config.AGENT_LEASE_TTL_MS), maxRenewalsPerStatement);
-  const returns = new LeaseRenewalQueue((batch) => renewLostAgentLeases(db, config.SERVER_ID, batch, config.AGENT_LEASE_TTL_MS), maxRenewalsPerStatement);
+  const leaseQueue = (renew: typeof renewAgentLeases) =>
+    new GroupCommitQueue<LeaseRenewal, RenewedLease | undefined>(
+      async (batch) => renewedFor(batch, await renew(db, config.SERVER_ID, batch, config.AGENT_LEASE_TTL_MS)),
+      { maxBatch: maxRenewalsPerStatement },
+    );
+  const renewals = leaseQueue(renewAgentLeases);
+  const returns = leaseQueue(renewLostAgentLeases);
 
   /** The agent must be one of this server's, registered under the given id. */
   async function ownAgent(id: string): Promise<agents.AgentRow> {
@@ -75,7 +80,7 @@ export function agentHandlers(context: ServerContext): Pick<OperationHandlers<Op
     async heartbeatAgent(request) {
       const { id } = request.params;
       const heartbeat = { agentId: id, incarnation: request.body.incarnation };
-      const renewed = (await renewals.renew(heartbeat)) ?? (await returns.renew(heartbeat));
+      const renewed = (await renewals.add(heartbeat)) ?? (await returns.add(heartbeat));
       context.metrics.heartbeat(renewed !== undefined);
       if (!renewed) {
         const current = await ownAgent(id);

@@ -3,7 +3,7 @@ import { newTaskId } from '../lib/ids.ts';
 import type { InventoryView } from '../lib/inventory-view.ts';
 import type { ServerMetrics } from '../metrics.ts';
 import { devicesOf, requestHash, unusableDevice, settleCatalogActions, submitCatalogEffect, type SettleAction, type TaskRequest } from '../lib/task-rules.ts';
-import { SubmitQueue } from '../lib/submit-queue.ts';
+import { GroupCommitQueue } from '../lib/group-commit.ts';
 import * as tasks from '../repositories/tasks.ts';
 import { applySettleActions, applySubmitEffects } from '../repositories/volumes.ts';
 
@@ -33,7 +33,7 @@ export interface SubmitItem {
   traceparent?: string;
 }
 
-/** The most single submissions committed together (SubmitQueue). */
+/** The most single submissions committed together. */
 const maxSubmissionsPerCommit = 500;
 
 /**
@@ -41,7 +41,14 @@ const maxSubmissionsPerCommit = 500;
  * catalog, the history and the event outbox in one transaction.
  */
 export class TaskService {
-  private readonly queue = new SubmitQueue<SubmitItem, BatchOutcome>((items) => this.submitMany(items), maxSubmissionsPerCommit);
+  /**
+   * Single submissions that arrive together commit together. Two under one idempotency key
+   * never share a commit: the later one finds the first one's task and is answered as a replay.
+   */
+  private readonly queue = new GroupCommitQueue<SubmitItem, BatchOutcome>((items) => this.submitMany(items), {
+    maxBatch: maxSubmissionsPerCommit,
+    keyOf: (item) => item.idempotencyKey,
+  });
 
   constructor(
     private readonly db: Database,
@@ -51,9 +58,9 @@ export class TaskService {
     private readonly metrics?: ServerMetrics,
   ) {}
 
-  /** Accepts one task; submissions that arrive together are committed together (SubmitQueue). */
+  /** Accepts one task; submissions that arrive together are committed together. */
   async submit(item: SubmitItem): Promise<SubmitOutcome> {
-    const outcome = await this.queue.submit(item);
+    const outcome = await this.queue.add(item);
     if ('problem' in outcome) throw outcome.problem;
     return outcome;
   }

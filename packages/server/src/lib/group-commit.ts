@@ -1,23 +1,30 @@
+export interface GroupCommitOptions<Item> {
+  /** The most items one commit takes. */
+  maxBatch: number;
+  /**
+   * Items with the same key never share a commit: the later one goes in the next, where it
+   * sees what the first one committed. Without it, any items may share a commit.
+   */
+  keyOf?: (item: Item) => string;
+}
+
 /**
- * Group commit for submissions. Single submissions that arrive while a commit is under way
- * wait for it to end and then commit together, in one transaction: at low load each request
- * commits on its own at once; under load, one round of statements and one WAL flush serve
- * many requests instead of one each. Every request is still answered only after its task is
- * committed.
- *
- * Two requests with the same idempotency key never share a commit: the later one goes in the
- * next, where it finds the first one's task and is answered as a replay of it.
+ * Group commit: items that arrive while a commit is under way wait for it to end and then
+ * commit together, in one round of statements. At low load each item commits on its own at
+ * once; under load one round trip and one WAL flush serve many items instead of one each.
+ * Every caller is answered only after its own item's commit, with that item's outcome; a
+ * failed commit fails its own items only, and the next commit still runs.
  */
-export class SubmitQueue<Item extends { idempotencyKey: string }, Outcome> {
+export class GroupCommitQueue<Item, Outcome> {
   private waiting: { item: Item; resolve: (outcome: Outcome) => void; reject: (error: unknown) => void }[] = [];
   private committing = false;
 
   constructor(
     private readonly commit: (items: Item[]) => Promise<Outcome[]>,
-    private readonly maxBatch: number,
+    private readonly options: GroupCommitOptions<Item>,
   ) {}
 
-  submit(item: Item): Promise<Outcome> {
+  add(item: Item): Promise<Outcome> {
     return new Promise((resolve, reject) => {
       this.waiting.push({ item, resolve, reject });
       if (!this.committing) void this.drain();
@@ -41,14 +48,17 @@ export class SubmitQueue<Item extends { idempotencyKey: string }, Outcome> {
     }
   }
 
-  /** The oldest waiting submissions, up to maxBatch, with no idempotency key twice. */
+  /** The oldest waiting items, up to maxBatch, with no key twice. */
   private takeBatch(): typeof this.waiting {
+    const { maxBatch, keyOf } = this.options;
+    if (!keyOf) return this.waiting.splice(0, maxBatch);
     const batch: typeof this.waiting = [];
     const keys = new Set<string>();
     const rest: typeof this.waiting = [];
     for (const entry of this.waiting) {
-      if (batch.length < this.maxBatch && !keys.has(entry.item.idempotencyKey)) {
-        keys.add(entry.item.idempotencyKey);
+      const key = keyOf(entry.item);
+      if (batch.length < maxBatch && !keys.has(key)) {
+        keys.add(key);
         batch.push(entry);
       } else rest.push(entry);
     }
