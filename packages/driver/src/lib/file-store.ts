@@ -87,7 +87,15 @@ export class FileDeviceStore implements DeviceStore {
     for (const entry of await readdir(directory, { withFileTypes: true })) {
       // Links and leftovers (temporary files start with a dot) are not volumes.
       if (!entry.isFile() || !isVolumeName(entry.name)) continue;
-      volumes.push({ name: entry.name, size_bytes: (await lstat(join(directory, entry.name))).size });
+      // A volume deleted since the directory was read is no longer there, not a fault of the device.
+      const size = await lstat(join(directory, entry.name)).then(
+        (stats) => stats.size,
+        (error: unknown) => {
+          if (errorCode(error) === 'ENOENT') return undefined;
+          throw error;
+        },
+      );
+      if (size !== undefined) volumes.push({ name: entry.name, size_bytes: size });
     }
     return volumes.sort((a, b) => (a.name < b.name ? -1 : 1));
   }

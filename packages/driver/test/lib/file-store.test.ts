@@ -216,4 +216,21 @@ describe('file store on disk', () => {
     assert.match((await missing.readiness()).devices ?? '', /cannot be read \(ENOENT\)/);
     await assert.rejects(missing.discover(), (error: unknown) => error instanceof ProblemError && error.code === 'not-ready');
   });
+  test('volumes deleted while discovery lists them leave the device available', async (t) => {
+    const { store, backend, volumePath } = await setup(t);
+    const names = Array.from({ length: 400 }, (_, index) => `v${index}`);
+    await Promise.all(names.map((name) => writeFile(volumePath('d0', name), 'x')));
+    // Deletes race the listings: a name read from the directory may be gone by the time it is looked at.
+    const deleting = (async () => {
+      for (const name of names) await unlink(volumePath('d0', name));
+    })();
+    const states: string[] = [];
+    while (states.length < 50 || (await store.volumes('d0')).length > 0) {
+      const [d0] = await backend.discover();
+      states.push(`${d0!.state}${d0!.reason ? `: ${d0!.reason}` : ''}`);
+    }
+    await deleting;
+    assert.deepEqual([...new Set(states)], ['available']);
+    assert.deepEqual(await store.volumes('d0'), []);
+  });
 });
