@@ -144,3 +144,44 @@ describe('cluster-manager with a real driver and real agent processes', () => {
     assert.equal(stopped?.state, 'stopped');
   });
 });
+
+describe('a cluster-manager whose driver is slow to start', () => {
+  it('keeps its cluster lease while the launch discovery waits for the driver', async () => {
+    const tdb = await createTestDatabase();
+    const driverPort = await freePort();
+    const config = loadClusterManagerConfig({
+      DATABASE_URL: tdb.url,
+      STORAGE_SYSTEM_ID: 'ss1',
+      CLUSTER_ID: 'c0',
+      CM_PORT: String(await freePort()),
+      DRIVER_URL: `http://127.0.0.1:${driverPort}`,
+      CM_SERVERS: `A=http://127.0.0.1:${await freePort()}`,
+      CLUSTER_LEASE_TTL_MS: '300',
+    });
+    const manager = await buildApp({ config, db: tdb.db, logger: false });
+    let driver: FastifyInstance | undefined;
+    try {
+      const starting = manager.clusterManager.start();
+      // Four lease lengths with no driver: the lease must be renewed all along, or the peer would take the devices.
+      const samples: boolean[] = [];
+      const until = Date.now() + 1_200;
+      await waitFor('the launch to take the lease', async () => (await tdb.db('clusters').where({ id: 'c0' }).first())?.lease_expires_at ?? undefined);
+      while (Date.now() < until) {
+        const { rows } = await tdb.db.raw<{ rows: { held: boolean }[] }>(`select lease_expires_at > now() as held from clusters where id = 'c0'`);
+        samples.push(rows[0]!.held);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      driver = await buildDriver({ backend: createBackend({ kind: 'memory', devices: [{ id: 'd0', home_cluster: 'c0', capacity_bytes: 1000 }] }), logger: false });
+      await driver.listen({ host: '127.0.0.1', port: driverPort });
+      await starting;
+      assert.ok(samples.length >= 10, `only ${samples.length} samples`);
+      assert.deepEqual(samples.filter((held) => !held), [], `the lease lapsed during the launch discovery: ${samples.join(', ')}`);
+      const versions = await tdb.db('inventory_versions').where({ cluster_id: 'c0' });
+      assert.deepEqual(versions.map((row: { cause: string }) => row.cause), ['launch']);
+    } finally {
+      await manager.close();
+      await driver?.close();
+      await tdb.drop();
+    }
+  });
+});

@@ -57,10 +57,12 @@ export class ClusterManager {
     const { STORAGE_SYSTEM_ID: storageSystemId, CLUSTER_ID: clusterId } = this.config;
     await ensureCluster(this.db, { storageSystemId, clusterId, managerUrl: this.config.CM_PUBLIC_URL, instanceId: this.instanceId });
     await this.renewLease();
+    // The lease is kept from here on: a launch discovery that waits for a slow driver must not
+    // let it run out, or the peer takes the devices over from a cluster that is only starting.
+    this.timers.push(setInterval(() => void this.renewLease(), Math.max(10, Math.floor(this.config.CLUSTER_LEASE_TTL_MS / 3))));
     await this.refreshInventory('launch', undefined, this.config.DRIVER_WAIT_MS);
     this.supervisor.start();
     this.timers.push(
-      setInterval(() => void this.renewLease(), Math.max(10, Math.floor(this.config.CLUSTER_LEASE_TTL_MS / 3))),
       setInterval(() => void this.watchPeers(), this.config.PEER_CHECK_INTERVAL_MS),
       setInterval(() => void this.refreshQuietly('usage refresh'), this.config.USAGE_REFRESH_INTERVAL_MS),
     );
