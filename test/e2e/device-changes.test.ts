@@ -4,7 +4,7 @@ import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'nod
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { ServerApi } from '@duplex/contracts';
-import { TopologyHarness } from '@duplex/harness';
+import { steadyLeases, TopologyHarness } from '@duplex/harness';
 import { waitFor } from '@duplex/testkit';
 
 // Each kind of configuration or state change, end to end through real processes: the driver's
@@ -62,7 +62,7 @@ describe('configuration and state changes reach every server', { timeout: 180_00
   };
 
   before(async () => {
-    harness = await TopologyHarness.start({ devicesPerCluster: 2 });
+    harness = await TopologyHarness.start({ devicesPerCluster: 2, env: steadyLeases });
   });
   after(() => harness?.stop());
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { TopologyHarness } from '@duplex/harness';
+import { steadyLeases, TopologyHarness } from '@duplex/harness';
 import { parsePrometheusText, waitFor, type PrometheusExposition } from '@duplex/testkit';
 import { assertSucceeded, getJson, waitForTask, type AgentList, type Task } from './helpers/api.ts';
 import { logTails, readLog, type LogLine } from './helpers/logs.ts';
@@ -51,7 +51,7 @@ describe('metrics and tracing across the real processes', { timeout: 180_000 }, 
   const traceparent = `00-${traceId}-${randomBytes(8).toString('hex')}-01`;
 
   before(async () => {
-    harness = await TopologyHarness.start({ devicesPerCluster: 1, backend: 'memory', env: { LOG_LEVEL: 'debug' } });
+    harness = await TopologyHarness.start({ devicesPerCluster: 1, backend: 'memory', env: { ...steadyLeases, LOG_LEVEL: 'debug' } });
     // d0 is at home in c0: server A runs it through its agent ss1-c0-A and the c0 driver.
     const response = await fetch(`${harness.serverUrl('A')}/v1/tasks`, {
       method: 'POST',

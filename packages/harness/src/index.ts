@@ -14,6 +14,12 @@ import {
 } from '@duplex/shared';
 import { createTestDatabase, freePort, waitFor, type TestDatabase } from '@duplex/testkit';
 
+/**
+ * Leases long enough that a loaded machine never fails a live process over, for tests that
+ * follow work through named processes (this server, that agent) rather than test failover.
+ */
+export const steadyLeases: Record<string, string> = { SERVER_LEASE_TTL_MS: '10000', CLUSTER_LEASE_TTL_MS: '5000', AGENT_LEASE_TTL_MS: '10000' };
+
 export interface HarnessOptions {
   /** Devices per cluster (default 4). */
   devicesPerCluster?: number;
