@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 
 /**
- * Random bytes drawn 8 KiB at a time, as hex: ids made per request or per task (request ids,
- * task ids) called the kernel's random source once each, 6-7 % of a busy server's CPU.
+ * Random bytes drawn 8 KiB at a time, as hex: ids made per request or per task (request, task,
+ * trace and span ids) called the kernel's random source once each, 6-7 % of a busy server's CPU.
  */
 let pool = Buffer.alloc(0);
 let offset = 0;

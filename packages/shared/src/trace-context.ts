@@ -1,4 +1,4 @@
-import { randomFillSync } from 'node:crypto';
+import { randomHex } from './random-hex.ts';
 
 /**
  * W3C Trace Context (https://www.w3.org/TR/trace-context/): the `traceparent` header that
@@ -36,20 +36,6 @@ export function parseTraceparent(header: string | string[] | undefined): TraceCo
 
 export function formatTraceparent(context: TraceContext): string {
   return `00-${context.traceId}-${context.spanId}-${context.flags}`;
-}
-
-// Ids are taken from a pooled buffer: one crypto call per 512 ids instead of one per id.
-const pool = Buffer.alloc(4096);
-let poolOffset = pool.length;
-
-function randomHex(bytes: number): string {
-  if (poolOffset + bytes > pool.length) {
-    randomFillSync(pool);
-    poolOffset = 0;
-  }
-  const hex = pool.toString('hex', poolOffset, poolOffset + bytes);
-  poolOffset += bytes;
-  return hex;
 }
 
 function nonZeroHex(bytes: number): string {
