@@ -46,6 +46,8 @@ export interface WindowFigures {
   errors: Record<string, number>;
   error_count: number;
   latency_ms: { p50: number | null; p90: number | null; p99: number | null; max: number | null };
+  /** p99 latency of the heartbeats sent in each second of the window, ms: shows whether a bad p99 is a steady queue or a stall. */
+  p99_by_second_ms: (number | null)[];
   /** How late the generator sent heartbeats after they were due: its own lag, not the server's. */
   send_lag_ms: { p50: number | null; p99: number | null; max: number | null };
   /** The generator's own CPU (this process) over the window, as a fraction of one core. */
@@ -60,6 +62,7 @@ class Window {
   readonly cpuAtStart = process.cpuUsage();
   endedAt: number | undefined;
   readonly latencies: number[] = [];
+  readonly latenciesBySecond: number[][] = [];
   readonly lags: number[] = [];
   readonly errors = new Map<string, number>();
   sent = 0;
@@ -204,7 +207,10 @@ export class HeartbeatGenerator {
         if (!window) return;
         if (response.statusCode === 200) {
           window.ok += 1;
-          window.latencies.push(performance.now() - sentAt);
+          const latency = performance.now() - sentAt;
+          window.latencies.push(latency);
+          const second = Math.floor((sentAt - window.startedAt) / 1000);
+          (window.latenciesBySecond[second] ??= []).push(latency);
         } else {
           window.error(String(response.statusCode));
         }
@@ -248,6 +254,7 @@ export class HeartbeatGenerator {
       errors: Object.fromEntries(window.errors),
       error_count: errorCount,
       latency_ms: { p50: summary(window.latencies, 50), p90: summary(window.latencies, 90), p99: summary(window.latencies, 99), max: maxOf(window.latencies) },
+      p99_by_second_ms: Array.from(window.latenciesBySecond, (latencies) => summary(latencies ?? [], 99)),
       send_lag_ms: { p50: summary(window.lags, 50), p99: summary(window.lags, 99), max: maxOf(window.lags) },
       generator_cpu_cores: (cpu.user + cpu.system) / 1000 / wallMs,
       generator_loop_delay_ms: { p99: Math.round(loopDelay.p99 * 100) / 100, max: Math.round(loopDelay.max * 100) / 100 },

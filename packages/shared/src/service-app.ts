@@ -62,10 +62,12 @@ class RequestLogController extends LogController {
 }
 
 /**
- * Each request's span, made when its logger is (before the first log line of the request)
- * and picked up by the onRequest hook.
+ * Each request's span, made when its logger is (before the first log line of the request),
+ * kept on the raw request and picked up by the onRequest hook. A property rather than a
+ * WeakMap: weak entries made at every request cost the garbage collector more.
  */
-const requestTraces = new WeakMap<IncomingMessage, TraceContext>();
+const requestTrace = Symbol('duplex.trace');
+type TracedRequest = IncomingMessage & { [requestTrace]?: TraceContext };
 
 export function defaultLogger(service: string): FastifyServerOptions['logger'] {
   return {
@@ -88,7 +90,7 @@ export async function createServiceApp(options: ServiceAppOptions): Promise<Fast
     // Every log line of a request, "incoming request" included, carries its trace.
     childLoggerFactory(logger, bindings, loggerOptions, rawRequest) {
       const trace = continueTrace(rawRequest.headers.traceparent);
-      requestTraces.set(rawRequest as IncomingMessage, trace);
+      (rawRequest as TracedRequest)[requestTrace] = trace;
       return logger.child({ ...bindings, ...traceLogFields(trace) }, loggerOptions);
     },
     bodyLimit: options.bodyLimit ?? 1_048_576,
@@ -103,7 +105,7 @@ export async function createServiceApp(options: ServiceAppOptions): Promise<Fast
   app.decorate('metrics', metrics);
   app.decorateRequest('trace', null as unknown as TraceContext);
   app.addHook('onRequest', async (request, reply) => {
-    request.trace = requestTraces.get(request.raw) ?? newTrace();
+    request.trace = (request.raw as TracedRequest)[requestTrace] ?? newTrace();
     reply.header('traceparent', formatTraceparent(request.trace));
   });
   app.addHook('onSend', async (request, reply) => {

@@ -10,18 +10,22 @@ import { storeInventoryReport } from '../repositories/inventories.ts';
 import { recordTransitions, requeueAgentAttempts, requeueAttemptsOnMovedDevices, type StateReport } from '../repositories/tasks.ts';
 
 type Ops = ServerApi.operations;
+
+/** Lease renewal statements a server runs at once; its pool (DATABASE_POOL_MAX, at least 1) bounds them too. */
+const renewalStatementsInFlight = 4;
 type AgentOps = 'registerAgent' | 'listAgents' | 'getAgent' | 'heartbeatAgent' | 'reportInventory' | 'reportTaskStates';
 
 export function agentHandlers(context: ServerContext): Pick<OperationHandlers<Ops>, AgentOps> {
   const { config, db } = context;
   // Heartbeats that come together renew together; those of agents marked lost come back together, with their events.
-  const leaseQueue = (renew: typeof renewAgentLeases) =>
+  const leaseQueue = (renew: typeof renewAgentLeases, maxInFlight: number) =>
     new GroupCommitQueue<LeaseRenewal, RenewedLease | undefined>(
       async (batch) => renewedFor(batch, await renew(db, config.SERVER_ID, batch, config.AGENT_LEASE_TTL_MS)),
-      { maxBatch: maxRenewalsPerStatement },
+      { maxBatch: maxRenewalsPerStatement, maxInFlight },
     );
-  const renewals = leaseQueue(renewAgentLeases);
-  const returns = leaseQueue(renewLostAgentLeases);
+  // One statement at a time carried about 5,000 heartbeats/s at most (32 per round trip): several keep up beyond.
+  const renewals = leaseQueue(renewAgentLeases, renewalStatementsInFlight);
+  const returns = leaseQueue(renewLostAgentLeases, 1);
 
   /** The agent must be one of this server's, registered under the given id. */
   async function ownAgent(id: string): Promise<agents.AgentRow> {

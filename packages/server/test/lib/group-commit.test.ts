@@ -60,6 +60,21 @@ describe('GroupCommitQueue', () => {
     assert.deepEqual(commits, [['a'], ['b', 'c'], ['d', 'e']]);
   });
 
+  it('runs up to maxInFlight commits at once, each taking what waited when it started', async () => {
+    const { queue, commits, release } = heldQueue({ maxBatch: 10, maxInFlight: 2 });
+    const answers = ['a', 'b', 'c', 'd', 'e'].map((item) => queue.add(item));
+    assert.deepEqual(commits, [['a'], ['b']], 'two commits start at once, one item each');
+    await release();
+    assert.deepEqual(commits, [['a'], ['b'], ['c', 'd', 'e']]);
+    await release();
+    await release();
+    assert.deepEqual(await Promise.all(answers), ['done a', 'done b', 'done c', 'done d', 'done e']);
+  });
+
+  it('refuses keys with more than one commit in flight', () => {
+    assert.throws(() => new GroupCommitQueue(async () => [], { maxBatch: 10, keyOf: String, maxInFlight: 2 }), RangeError);
+  });
+
   it('fails only the items of a failed commit, goes on with the next, and commits at once again when idle', async () => {
     const { queue, commits, release } = heldQueue();
     const outcomes = Promise.allSettled(['a', 'b', 'c'].map((item) => queue.add(item)));
