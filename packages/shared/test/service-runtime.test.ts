@@ -18,8 +18,9 @@ function fakeBuild(built = true): { repository: string; dist: string; source: st
   utimesSync(source, past, past);
   if (built) {
     mkdirSync(dist);
-    for (const name of [...serviceNames, launcherBundleName]) writeFileSync(join(dist, `${name}.mjs`), '');
-    writeFileSync(join(dist, 'manifest.json'), JSON.stringify({ built_at: new Date().toISOString(), inputs: ['src/app.ts'] }));
+    const bundles = [...serviceNames, launcherBundleName].map((name) => `${name}.mjs`);
+    for (const bundle of bundles) writeFileSync(join(dist, bundle), '');
+    writeFileSync(join(dist, 'manifest.json'), JSON.stringify({ built_at: new Date().toISOString(), bundles, inputs: ['src/app.ts'] }));
   }
   return { repository, dist, source, remove: () => rmSync(repository, { recursive: true, force: true }) };
 }
@@ -36,6 +37,13 @@ test('a source changed after the build makes the bundles outdated, and says whic
   const future = new Date(Date.now() + 60_000);
   utimesSync(build.source, future, future);
   assert.deepEqual(bundleState(build.dist, build.repository), { state: 'outdated', reason: 'src/app.ts changed after the build' });
+});
+
+test('a build whose manifest does not list its bundles (an older build) is outdated', (t) => {
+  const build = fakeBuild();
+  t.after(build.remove);
+  writeFileSync(join(build.dist, 'manifest.json'), JSON.stringify({ built_at: new Date().toISOString(), inputs: ['src/app.ts'] }));
+  assert.equal(bundleState(build.dist, build.repository).state, 'outdated');
 });
 
 test('a source removed since the build makes the bundles outdated', (t) => {
