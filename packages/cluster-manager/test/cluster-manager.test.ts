@@ -1,19 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { buildApp as buildDriver, createBackend } from '@duplex/driver';
-import { createTestDatabase, freePort, waitFor, type TestDatabase } from '@duplex/testkit';
+import { createTestDatabase, freePort, processExists, waitFor, type TestDatabase } from '@duplex/testkit';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../src/app.ts';
 import { loadClusterManagerConfig } from '../src/config.ts';
-
-const isAlive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 interface IdentityRow {
   server_id: string;
@@ -102,7 +93,7 @@ describe('cluster-manager with a real driver and real agent processes', () => {
     assert.equal(identity.name, 'ss1-c0-A');
     assert.equal(identity.state, 'running');
     assert.ok(identity.started_at instanceof Date);
-    assert.ok(isAlive(identity.pid!), 'the agent process runs');
+    assert.ok(processExists(identity.pid!), 'the agent process runs');
     const listed = (await manager.inject({ method: 'GET', url: '/v1/agents' })).json();
     assert.deepEqual(
       listed.items.map((item: { server_id: string; pid: number }) => [item.server_id, item.pid]),
@@ -118,7 +109,7 @@ describe('cluster-manager with a real driver and real agent processes', () => {
       return row && row.pid && row.pid !== before!.pid && row.state === 'running' ? row : undefined;
     });
     assert.equal(after.restarts, 1);
-    assert.ok(isAlive(after.pid!));
+    assert.ok(processExists(after.pid!));
   });
 
   it('refuses bad input with problem documents and changes nothing', async () => {
@@ -139,7 +130,7 @@ describe('cluster-manager with a real driver and real agent processes', () => {
   it('stops its agents when it closes', async () => {
     const [row] = await tdb.db<IdentityRow>('agent_identities');
     await manager.close();
-    assert.equal(isAlive(row!.pid!), false);
+    assert.equal(processExists(row!.pid!), false);
     const [stopped] = await tdb.db<IdentityRow>('agent_identities');
     assert.equal(stopped?.state, 'stopped');
   });

@@ -3,17 +3,8 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { freePort, waitFor } from '@duplex/testkit';
+import { freePort, processExists, waitFor } from '@duplex/testkit';
 import { startEmbeddedPostgres } from '../src/embedded-postgres.ts';
-
-const isAlive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 test('stopping an embedded Postgres that a signal stopped before returns at once', { timeout: 60_000 }, async (t) => {
   const directory = mkdtempSync(join(tmpdir(), 'duplex-embedded-'));
@@ -27,7 +18,7 @@ test('stopping an embedded Postgres that a signal stopped before returns at once
   // What Ctrl-C does to the launcher's process group: Postgres gets SIGINT (fast shutdown) too.
   process.kill(postmaster, 'SIGINT');
   // Gone and reaped: this process has seen its exit before stop() is called, as the launcher has after stopping the services.
-  await waitFor('Postgres to stop on the signal', async () => (!existsSync(pidFile) && !isAlive(postmaster)) || undefined, 30_000, 50);
+  await waitFor('Postgres to stop on the signal', async () => (!existsSync(pidFile) && !processExists(postmaster)) || undefined, 30_000, 50);
   const startedAt = performance.now();
   await server.stop();
   const tookMs = performance.now() - startedAt;
