@@ -18,7 +18,7 @@ import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { JsonClient } from '@duplex/shared';
-import { freePort } from '@duplex/testkit';
+import { bearer, freePort, testAdminToken } from '@duplex/testkit';
 import { countLostWithinMs, evenSample, falseLosses, resumeAgents, timeAgentLoss } from './lib/agent-loss.ts';
 import { sleep } from './lib/api.ts';
 import { openBenchDatabase, type BenchDatabase } from './lib/bench-database.ts';
@@ -145,6 +145,7 @@ try {
       SERVER_PORT: String(serverPort),
       SERVER_PUBLIC_URL: serverUrl,
       DATABASE_URL: database.url,
+      ADMIN_TOKEN: testAdminToken,
       LOG_LEVEL: logLevel,
     },
     logFile: join(logsDir, 'server.log'),
@@ -181,7 +182,7 @@ try {
     await floor.stop();
   }
 
-  const client = new JsonClient(serverUrl, { name: `server ${serverId}`, timeoutMs: 10_000, connections: registrationConcurrency });
+  const client = new JsonClient(serverUrl, { name: `server ${serverId}`, timeoutMs: 10_000, connections: registrationConcurrency, headers: bearer(testAdminToken) });
   const generator = new HeartbeatGenerator(serverUrl, generatorOptions);
   const agentsStartedAt = new Date();
   const registered: SimulatedAgent[] = [];

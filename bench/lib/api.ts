@@ -4,6 +4,7 @@
  */
 import type { ServerApi } from '@duplex/contracts';
 import { JsonClient } from '@duplex/shared';
+import { bearer, testAdminToken } from '@duplex/testkit';
 
 export type Task = ServerApi.components['schemas']['Task'];
 export type TaskRequest = ServerApi.components['schemas']['TaskRequest'];
@@ -25,7 +26,7 @@ export class ServerClient {
   ) {
     // The benchmark sends a server at most two requests at a time (a poll beside a change); a short timeout keeps a
     // dead server from holding a poll loop.
-    this.client = new JsonClient(url, { name: `server ${id}`, timeoutMs: 2_000, connections: 4 });
+    this.client = new JsonClient(url, { name: `server ${id}`, timeoutMs: 2_000, connections: 4, headers: bearer(testAdminToken) });
   }
 
   /** POST /v1/tasks; throws unless the server answers 202. */

@@ -5,6 +5,7 @@
  */
 import type { ServerApi } from '@duplex/contracts';
 import type { Database } from '@duplex/shared';
+import { bearer, testAdminToken } from '@duplex/testkit';
 import { Pool } from 'undici';
 import type { BatchAnswer } from './batch-clients.ts';
 import { batchOf, type BatchShape } from './batch-tasks.ts';
@@ -38,7 +39,7 @@ export class DuplexBatchSubmitter {
     const response = await pool.request({
       method: 'POST',
       path: '/v1/tasks:batch',
-      headers: { 'content-type': 'application/json', accept: 'application/json', 'idempotency-key': key },
+      headers: { 'content-type': 'application/json', accept: 'application/json', 'idempotency-key': key, ...bearer(testAdminToken) },
       body: JSON.stringify(body),
       headersTimeout: batchTimeoutMs,
       bodyTimeout: batchTimeoutMs,

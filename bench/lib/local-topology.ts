@@ -9,7 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ServiceRuntime } from '@duplex/shared';
-import { freePort, repositoryRoot } from '@duplex/testkit';
+import { freePort, repositoryRoot, testAdminToken } from '@duplex/testkit';
 import { sleep } from './api.ts';
 import { procInfo, scanOwnedProcesses } from './probe.ts';
 
@@ -177,7 +177,8 @@ export class LocalTopologyRun {
     const [command, ...args] = runCommand(runtime, topology.file);
     this.child = spawn(command!, args, {
       cwd: repositoryRoot,
-      env: { ...env, DUPLEX_RUNTIME: runtime },
+      // The benchmark's load goes in with this admin token, which the servers take from the launcher.
+      env: { ...env, DUPLEX_RUNTIME: runtime, ADMIN_TOKEN: testAdminToken },
       stdio: ['ignore', log, log],
       detached: true,
     });

@@ -5,6 +5,7 @@
  * database is the task store; `finished_at` is written by Postgres on this machine's clock).
  */
 import type { Database } from '@duplex/shared';
+import { bearer, testAdminToken } from '@duplex/testkit';
 import { Pool } from 'undici';
 
 export const storageSystemId = 'ss1';
@@ -76,7 +77,7 @@ export class TaskSubmitter {
       const response = await pool.request({
         method: 'POST',
         path: '/v1/tasks',
-        headers: { 'content-type': 'application/json', accept: 'application/json', 'idempotency-key': task.idempotencyKey },
+        headers: { 'content-type': 'application/json', accept: 'application/json', 'idempotency-key': task.idempotencyKey, ...bearer(testAdminToken) },
         body: task.body,
         headersTimeout: 30_000,
         bodyTimeout: 30_000,

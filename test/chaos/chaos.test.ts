@@ -3,7 +3,7 @@ import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { TopologyHarness } from '@duplex/harness';
-import { waitFor } from '@duplex/testkit';
+import { bearer, testAdminToken, waitFor } from '@duplex/testkit';
 import { FailoverClient, runLoad, type LedgerEntry } from './load.ts';
 
 /** CHAOS_SECONDS sets the length of the run (the soak); the default is the short CI run. */
@@ -78,7 +78,7 @@ describe(`chaos: ${seconds} s of load while agents, drivers, servers, a cluster 
         });
         const state: { state: string } | undefined = await harness.db('clusters').where({ id: 'c0' }).first('state');
         if (state?.state === 'recovering') {
-          const response = await fetch(`${harness.serverUrl('A')}/v1/storage-systems/ss1/clusters/c0:failback`, { method: 'POST' });
+          const response = await fetch(`${harness.serverUrl('A')}/v1/storage-systems/ss1/clusters/c0:failback`, { method: 'POST', headers: bearer(testAdminToken) });
           assert.equal(response.status, 200, await response.text());
         }
       });

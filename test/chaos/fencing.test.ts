@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { waitFor } from '@duplex/testkit';
+import { bearer, testAdminToken, waitFor } from '@duplex/testkit';
 import { TopologyHarness } from '@duplex/harness';
 import { FailoverClient } from './load.ts';
 
@@ -50,7 +50,7 @@ describe('fencing: a cluster frozen and woken after its peer took over changes n
     assert.equal(final?.fencing_token, done.fencing_token, 'nothing completed the task again after the wake-up');
 
     // Failback returns d0 to c0 under a newer epoch, and work runs there again.
-    const response = await fetch(`${harness.serverUrl('A')}/v1/storage-systems/ss1/clusters/c0:failback`, { method: 'POST' });
+    const response = await fetch(`${harness.serverUrl('A')}/v1/storage-systems/ss1/clusters/c0:failback`, { method: 'POST', headers: bearer(testAdminToken) });
     const text = await response.text();
     assert.equal(response.status, 200, text);
     const failback = JSON.parse(text) as { epoch: number; devices: string[] };

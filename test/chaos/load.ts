@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { ServerApi } from '@duplex/contracts';
+import { bearer, testAdminToken } from '@duplex/testkit';
 import { request } from 'undici';
 
 type Task = ServerApi.components['schemas']['Task'];
@@ -28,7 +29,7 @@ export class FailoverClient {
       try {
         const response = await request(`${server}/v1/tasks`, {
           method: 'POST',
-          headers: { 'content-type': 'application/json', 'idempotency-key': key },
+          headers: { 'content-type': 'application/json', 'idempotency-key': key, ...bearer(testAdminToken) },
           body: JSON.stringify(body),
           headersTimeout: 5_000,
           bodyTimeout: 5_000,
@@ -52,7 +53,7 @@ export class FailoverClient {
   async get(id: string): Promise<Task | undefined> {
     for (const server of this.servers) {
       try {
-        const response = await request(`${server}/v1/tasks/${id}`, { headersTimeout: 5_000, bodyTimeout: 5_000 });
+        const response = await request(`${server}/v1/tasks/${id}`, { headers: bearer(testAdminToken), headersTimeout: 5_000, bodyTimeout: 5_000 });
         const text = await response.body.text();
         if (response.statusCode === 200) return JSON.parse(text) as Task;
       } catch {

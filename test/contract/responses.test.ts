@@ -779,6 +779,34 @@ describe('server', () => {
     assertProblem(await onServer('rescanCluster', 404, { method: 'POST', url: '/v1/storage-systems/ss1/clusters/c9:rescan' }), 'cluster-not-found');
   });
 
+  it('issues, lists and revokes API tokens, and refuses a call without the role it needs', async () => {
+    type CreatedToken = ServerApi.components['schemas']['CreatedToken'];
+    type Token = ServerApi.components['schemas']['Token'];
+    const created = (await onServer('createToken', 201, { method: 'POST', url: '/v1/tokens', payload: { name: 'dashboards', role: 'viewer' } })).json<CreatedToken>();
+    assert.match(created.secret, /^dpx_[A-Za-z0-9_-]{43}$/);
+    assert.deepEqual([created.name, created.role, created.expires_at, created.revoked_at], ['dashboards', 'viewer', null, null]);
+    const viewer = { authorization: `Bearer ${created.secret}` };
+    const listed = (await onServer('listTokens', 200, { method: 'GET', url: '/v1/tokens?limit=100' })).json<{ items: Token[] }>();
+    const mine = listed.items.find((token) => token.id === created.id);
+    assert.ok(mine && !('secret' in mine), 'listed without its secret');
+
+    await onServer('listTasks', 200, { method: 'GET', url: '/v1/tasks', headers: viewer });
+    assertProblem(await onServer('submitTask', 403, { method: 'POST', url: '/v1/tasks', headers: { ...viewer, 'idempotency-key': 'viewer-try' }, payload: { kind: 'device.probe', storage_system_id: 'ss1', device: 'd0', params: {} } }), 'forbidden');
+    assertProblem(await onServer('listTokens', 403, { method: 'GET', url: '/v1/tokens', headers: viewer }), 'forbidden');
+    const anonymous = await onServer('listTasks', 401, { method: 'GET', url: '/v1/tasks', headers: { authorization: undefined } });
+    assertProblem(anonymous, 'unauthenticated');
+    assert.equal(anonymous.headers['www-authenticate'], 'Bearer realm="duplex"');
+    assertProblem(await onServer('createToken', 401, { method: 'POST', url: '/v1/tokens', headers: { authorization: 'Basic YWRtaW46YWRtaW4=' }, payload: { name: 'x', role: 'admin' } }), 'unauthenticated');
+    assertProblem(await onServer('createToken', 400, { method: 'POST', url: '/v1/tokens', payload: { name: 'x', role: 'root' } }), 'validation-failed');
+
+    const revoked = (await onServer('revokeToken', 200, { method: 'DELETE', url: `/v1/tokens/${created.id}` })).json<Token>();
+    assert.ok(revoked.revoked_at);
+    const again = (await onServer('revokeToken', 200, { method: 'DELETE', url: `/v1/tokens/${created.id}` })).json<Token>();
+    assert.equal(again.revoked_at, revoked.revoked_at, 'revoked once');
+    assertProblem(await onServer('revokeToken', 404, { method: 'DELETE', url: '/v1/tokens/tok_unknown' }), 'token-not-found');
+    assertProblem(await onServer('getStorageSystem', 401, { method: 'GET', url: '/v1/storage-systems/ss1', headers: viewer }), 'unauthenticated');
+  });
+
   it('answers a route that does not exist with a problem', async () => {
     const response = await server.app.inject({ method: 'GET', url: '/v1/volumes' });
     assert.equal(response.statusCode, 404);

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { ServerApi } from '@duplex/contracts';
 import { steadyLeases, TopologyHarness } from '@duplex/harness';
-import { waitFor } from '@duplex/testkit';
+import { bearer, testAdminToken, waitFor } from '@duplex/testkit';
 
 // Each kind of configuration or state change, end to end through real processes: the driver's
 // probe (or an operator) finds it, the cluster-manager stores a new inventory version with its
@@ -17,7 +17,7 @@ type Problem = ServerApi.components['schemas']['Problem'];
 const servers = ['A', 'B'] as const;
 
 async function call<T>(url: string, method: string, body?: unknown): Promise<{ status: number; body: T }> {
-  const headers: Record<string, string> = body === undefined ? {} : { 'content-type': 'application/json' };
+  const headers: Record<string, string> = { ...bearer(testAdminToken), ...(body === undefined ? {} : { 'content-type': 'application/json' }) };
   if (url.endsWith('/v1/tasks')) headers['idempotency-key'] = randomUUID();
   const response = await fetch(url, {
     method,
@@ -228,7 +228,7 @@ describe('a lost broadcast heals by itself', { timeout: 120_000 }, () => {
       await waitFor(
         `server ${server} to show d0 unavailable`,
         async () => {
-          const response = await fetch(`${harness.serverUrl(server)}/v1/storage-systems/ss1/devices/d0`);
+          const response = await fetch(`${harness.serverUrl(server)}/v1/storage-systems/ss1/devices/d0`, { headers: bearer(testAdminToken) });
           const device = (await response.json()) as Device;
           return device.state === 'unavailable' && device.inventory_version > before.inventory_version ? true : undefined;
         },

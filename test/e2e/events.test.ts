@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import type { ServerApi } from '@duplex/contracts';
 import { TopologyHarness } from '@duplex/harness';
-import { EventStreamClient, waitFor } from '@duplex/testkit';
+import { bearer, EventStreamClient, testAdminToken, waitFor } from '@duplex/testkit';
 import { request } from 'undici';
 
 // The event stream through real processes: servers, cluster-managers, agents and drivers run as
@@ -18,7 +18,7 @@ type TaskRequest = ServerApi.components['schemas']['TaskRequest'];
 const terminal = new Set(['succeeded', 'failed', 'cancelled']);
 
 async function getJson<T>(url: string): Promise<T> {
-  const response = await request(url);
+  const response = await request(url, { headers: bearer(testAdminToken) });
   const text = await response.body.text();
   assert.equal(response.statusCode, 200, `GET ${url}: ${text}`);
   return JSON.parse(text) as T;
@@ -27,7 +27,7 @@ async function getJson<T>(url: string): Promise<T> {
 async function submit(serverUrl: string, body: TaskRequest): Promise<Task> {
   const response = await request(`${serverUrl}/v1/tasks`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', 'idempotency-key': randomUUID() },
+    headers: { 'content-type': 'application/json', 'idempotency-key': randomUUID(), ...bearer(testAdminToken) },
     body: JSON.stringify(body),
   });
   const text = await response.body.text();

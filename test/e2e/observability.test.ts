@@ -3,7 +3,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { steadyLeases, TopologyHarness } from '@duplex/harness';
-import { parsePrometheusText, waitFor, type PrometheusExposition } from '@duplex/testkit';
+import { bearer, parsePrometheusText, testAdminToken, waitFor, type PrometheusExposition } from '@duplex/testkit';
 import { assertSucceeded, getJson, waitForTask, type AgentList, type Task } from './helpers/api.ts';
 import { logTails, readLog, type LogLine } from './helpers/logs.ts';
 
@@ -55,7 +55,7 @@ describe('metrics and tracing across the real processes', { timeout: 180_000 }, 
     // d0 is at home in c0: server A runs it through its agent ss1-c0-A and the c0 driver.
     const response = await fetch(`${harness.serverUrl('A')}/v1/tasks`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', 'idempotency-key': `trace-${randomUUID()}`, traceparent },
+      headers: { 'content-type': 'application/json', 'idempotency-key': `trace-${randomUUID()}`, traceparent, ...bearer(testAdminToken) },
       body: JSON.stringify({ kind: 'device.probe', storage_system_id: 'ss1', device: 'd0' }),
     });
     const body = await response.text();

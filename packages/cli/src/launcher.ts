@@ -1,6 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
-import { mkdirSync, openSync } from 'node:fs';
-import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { provisionFileDevice } from '@duplex/driver';
 import {
   bundleDirectory,
@@ -32,7 +33,7 @@ export interface RunningTopology {
 }
 
 /** The processes a topology needs, in start order: drivers, servers, then cluster-managers (which launch the agents). */
-export function processSpecs(topology: Topology, databaseUrl: string): ProcessSpec[] {
+export function processSpecs(topology: Topology, databaseUrl: string, adminToken: string): ProcessSpec[] {
   const drivers: ProcessSpec[] = [];
   const managers: ProcessSpec[] = [];
   for (const system of topology.storage_systems) {
@@ -79,6 +80,7 @@ export function processSpecs(topology: Topology, databaseUrl: string): ProcessSp
       SERVER_PORT: String(portOf(server.url)),
       SERVER_PUBLIC_URL: server.url.replace(/\/$/, ''),
       DATABASE_URL: databaseUrl,
+      ADMIN_TOKEN: adminToken,
     },
   }));
   return [...drivers, ...servers, ...managers];
@@ -88,7 +90,7 @@ export function processSpecs(topology: Topology, databaseUrl: string): ProcessSp
  * Runs a topology on this machine: Postgres (embedded unless DATABASE_URL is set),
  * migrations, device directories, then every process, each waited for until ready.
  */
-export async function runTopology(topology: Topology, options: { databaseUrl?: string; say: (line: string) => void }): Promise<RunningTopology> {
+export async function runTopology(topology: Topology, options: { databaseUrl?: string; adminToken: string; say: (line: string) => void }): Promise<RunningTopology> {
   const { say } = options;
   let postgres: RunningPostgres | undefined;
   let databaseUrl = options.databaseUrl;
@@ -133,7 +135,7 @@ export async function runTopology(topology: Topology, options: { databaseUrl?: s
     // Every process starts at once: a cluster-manager waits for its driver by itself (up to
     // DRIVER_WAIT_MS), and agents retry their registration until their server listens, so
     // starting in waves would only add each wave's slowest start to the wait.
-    const specs = processSpecs(topology, databaseUrl);
+    const specs = processSpecs(topology, databaseUrl, options.adminToken);
     await Promise.all(specs.map((spec) => waitUntilReady(spec, spawnChild(spec))));
   } catch (error) {
     await stop();
@@ -202,7 +204,7 @@ export async function stopChild(child: ChildProcess): Promise<void> {
 }
 
 /** Waits until every server lists all the agents the topology configures for it. */
-export async function waitForAgents(topology: Topology, timeoutMs = 30_000): Promise<{ expected: number; registered: number }> {
+export async function waitForAgents(topology: Topology, adminToken: string, timeoutMs = 30_000): Promise<{ expected: number; registered: number }> {
   const expectedFor = (serverId: string) =>
     topology.storage_systems.reduce((sum, system) => sum + system.clusters.filter((cluster) => cluster.servers.includes(serverId)).length, 0);
   const expected = topology.servers.reduce((sum, server) => sum + expectedFor(server.id), 0);
@@ -211,7 +213,7 @@ export async function waitForAgents(topology: Topology, timeoutMs = 30_000): Pro
   while (Date.now() < deadline) {
     registered = 0;
     for (const server of topology.servers) {
-      const client = new JsonClient(server.url, { name: `server ${server.id}`, connections: 1 });
+      const client = new JsonClient(server.url, { name: `server ${server.id}`, connections: 1, headers: { authorization: `Bearer ${adminToken}` } });
       try {
         const response = await client.call<{ items: unknown[] }>('GET', '/v1/agents?state=active&limit=500');
         if (response.status === 200) registered += response.body.items.length;
@@ -225,4 +227,17 @@ export async function waitForAgents(topology: Topology, timeoutMs = 30_000): Pro
     await sleep(200);
   }
   return { expected, registered };
+}
+
+/**
+ * The admin token the servers take: ADMIN_TOKEN when set, else the one kept in the topology's
+ * admin_token_file, made (and said once) at the first start. The file is readable by its owner only.
+ */
+export function adminTokenFor(topology: Topology, env: NodeJS.ProcessEnv = process.env): { token: string; made: boolean } {
+  if (env.ADMIN_TOKEN) return { token: env.ADMIN_TOKEN, made: false };
+  if (existsSync(topology.admin_token_file)) return { token: readFileSync(topology.admin_token_file, 'utf8').trim(), made: false };
+  const token = `dpx_${randomBytes(32).toString('base64url')}`;
+  mkdirSync(dirname(topology.admin_token_file), { recursive: true });
+  writeFileSync(topology.admin_token_file, `${token}\n`, { mode: 0o600 });
+  return { token, made: true };
 }

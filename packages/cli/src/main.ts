@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { prepareTopology, runTopology, waitForAgents } from './launcher.ts';
+import { adminTokenFor, prepareTopology, runTopology, waitForAgents } from './launcher.ts';
 import { loadTopology, TopologyError, type Topology } from './topology.ts';
 
 const usage = `usage: duplex <command> [--topology FILE]
@@ -19,7 +19,9 @@ options:
 const say = (line: string) => process.stdout.write(`duplex: ${line}\n`);
 const messageOf = (error: unknown): string => (error instanceof Error ? error.message : String(error));
 
-function summary(topology: Topology, databaseUrl: string, embedded: boolean, agents: { expected: number; registered: number }): string {
+function summary(topology: Topology, databaseUrl: string, embedded: boolean, agents: { expected: number; registered: number }, admin: { token: string; made: boolean }): string {
+  // The token is shown when it was just made; after that it is in the file (or the environment).
+  const token = process.env.ADMIN_TOKEN ? 'ADMIN_TOKEN (from the environment)' : admin.made ? `${admin.token} (made now; kept in ${topology.admin_token_file})` : `in ${topology.admin_token_file}`;
   const lines = [
     `Postgres      ${embedded ? `embedded at 127.0.0.1:${topology.postgres.port} (data in ${topology.postgres.data_dir})` : new URL(databaseUrl).host}`,
     ...topology.servers.map((server) => `server ${server.id.padEnd(6)} ${server.url}   Swagger UI: ${server.url.replace(/\/$/, '')}/docs`),
@@ -31,6 +33,7 @@ function summary(topology: Topology, databaseUrl: string, embedded: boolean, age
     ),
     `agents        ${agents.registered} of ${agents.expected} registered`,
     `logs          ${topology.logs_dir}`,
+    `admin token   ${token}: send it as "Authorization: Bearer <token>"; Swagger UI's Authorize takes it too`,
   ];
   return lines.map((line) => `  ${line}`).join('\n');
 }
@@ -38,7 +41,8 @@ function summary(topology: Topology, databaseUrl: string, embedded: boolean, age
 async function up(topologyPath: string): Promise<void> {
   const topology = loadTopology(topologyPath);
   say(`starting the topology in ${topologyPath}`);
-  const running = await runTopology(topology, { databaseUrl: process.env.DATABASE_URL, say });
+  const admin = adminTokenFor(topology);
+  const running = await runTopology(topology, { databaseUrl: process.env.DATABASE_URL, adminToken: admin.token, say });
   let stopping = false;
   const shutdown = (signal: string) => {
     if (stopping) {
@@ -64,8 +68,8 @@ async function up(topologyPath: string): Promise<void> {
     process.removeAllListeners(signal);
     process.on(signal, () => shutdown(signal));
   }
-  const agents = await waitForAgents(topology);
-  process.stdout.write(`duplex is up.\n${summary(topology, running.databaseUrl, running.embedded, agents)}\nPress Ctrl-C to stop.\n`);
+  const agents = await waitForAgents(topology, admin.token);
+  process.stdout.write(`duplex is up.\n${summary(topology, running.databaseUrl, running.embedded, agents, admin)}\nPress Ctrl-C to stop.\n`);
 }
 
 async function main(): Promise<void> {

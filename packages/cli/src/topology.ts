@@ -32,6 +32,7 @@ export interface Topology {
   storage_systems: TopologyStorageSystem[];
   postgres: { port: number; data_dir: string };
   logs_dir: string;
+  admin_token_file: string;
   restart_delay_ms: number;
 }
 
@@ -61,6 +62,7 @@ export function checkTopology(document: unknown, baseDirectory: string): Topolog
     ...document,
     postgres: { port: document.postgres?.port ?? 54329, data_dir: resolve(baseDirectory, document.postgres?.data_dir ?? '.duplex/postgres') },
     logs_dir: resolve(baseDirectory, document.logs_dir ?? '.duplex/logs'),
+    admin_token_file: resolve(baseDirectory, document.admin_token_file ?? '.duplex/admin-token'),
     restart_delay_ms: document.restart_delay_ms ?? 2000,
     storage_systems: document.storage_systems.map((system) => ({
       ...system,

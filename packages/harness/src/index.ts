@@ -12,7 +12,7 @@ import {
   type EmbeddedPostgresServer,
   type ServiceRuntime,
 } from '@duplex/shared';
-import { createTestDatabase, freePort, waitFor, type TestDatabase } from '@duplex/testkit';
+import { bearer, createTestDatabase, freePort, testAdminToken, waitFor, type TestDatabase } from '@duplex/testkit';
 
 /**
  * Leases long enough that a loaded machine never fails a live process over, for tests that
@@ -120,7 +120,7 @@ export class TopologyHarness {
     );
     mkdirSync(this.topology.logs_dir, { recursive: true });
     await prepareTopology(this.topology, this.databaseUrl, () => {});
-    const specs = processSpecs(this.topology, this.databaseUrl);
+    const specs = processSpecs(this.topology, this.databaseUrl, testAdminToken);
     for (const role of ['driver', 'server', 'cluster-manager'] as const) {
       await Promise.all(specs.filter((spec) => spec.role === role).map((spec) => this.launch(spec)));
     }
@@ -136,7 +136,7 @@ export class TopologyHarness {
       await waitFor(
         `server ${server.id} to know every device`,
         async () => {
-          const response = await fetch(`${server.url}/v1/storage-systems/ss1/devices?limit=500`);
+          const response = await fetch(`${server.url}/v1/storage-systems/ss1/devices?limit=500`, { headers: bearer(testAdminToken) });
           if (response.status !== 200) return undefined;
           const body = (await response.json()) as { items: unknown[] };
           return body.items.length >= expected ? true : undefined;

@@ -33,6 +33,13 @@ export const serverConfigSchema = defineConfig({
   DISPATCH_BATCH_SIZE: { type: 'integer', minimum: 1, maximum: 1000, default: 500, description: 'The most tasks claimed and sent in one dispatch round.' },
   DISPATCH_RETRY_MS: { type: 'integer', minimum: 10, maximum: 60_000, default: 500, description: 'How long an agent that refused or missed a dispatch is skipped.' },
   IDEMPOTENCY_KEY_TTL_HOURS: { type: 'integer', minimum: 1, maximum: 8760, default: 24, description: 'How long an Idempotency-Key is remembered.' },
+  ADMIN_TOKEN: {
+    type: 'string',
+    pattern: '^[\\x21-\\x7E]{32,512}$',
+    description:
+      'An admin API token (32 to 512 visible ASCII characters) this server accepts and records (hashed) at start, to create the other tokens with. Without it, a server that finds no admin token in the database creates one and prints it once on standard error.',
+  },
+  TOKEN_CACHE_MS: { type: 'integer', minimum: 0, maximum: 60_000, default: 2000, description: "How long a token's check is reused; a revoked token stops working on every server within this time." },
 });
 
 export type ServerConfig = ConfigOf<typeof serverConfigSchema> & { SERVER_PUBLIC_URL: string };

@@ -7,6 +7,7 @@ import { InventoryView } from './lib/inventory-view.ts';
 import { ServerMetrics } from './metrics.ts';
 import { agentsOfServer } from './repositories/agents.ts';
 import { loadServerInventories } from './repositories/inventories.ts';
+import { Authenticator } from './services/authenticator.ts';
 import { Dispatcher } from './services/dispatcher.ts';
 import { defaultEventFeedOptions, EventFeed, type EventFeedOptions } from './services/event-feed.ts';
 import { TaskService } from './services/task-service.ts';
@@ -22,6 +23,8 @@ export interface ServerContext {
   metrics: ServerMetrics;
   /** The event outbox as a live stream, fanned out to this server's subscribers. */
   events: EventFeed;
+  /** Users' API tokens, checked for every operation that names a role. */
+  authenticator: Authenticator;
   lease: { expiresAt: number };
   /** This process, as recorded in its lease row. */
   instance: { id: string; startedAt: Date };
@@ -60,6 +63,7 @@ export async function createServerContext(config: ServerConfig, db: Database, lo
       connectionString: config.DATABASE_URL,
       applicationName: `duplex-server-${config.SERVER_ID}-events`,
     }),
+    authenticator: new Authenticator(db, config.TOKEN_CACHE_MS),
     lease,
     instance: { id: randomUUID(), startedAt: new Date() },
   };

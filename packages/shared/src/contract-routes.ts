@@ -82,7 +82,8 @@ export function mountContract(
         method: method.toUpperCase() as Uppercase<(typeof httpMethods)[number]>,
         url: toRouterPath(path),
         schema: routeSchema(operation),
-        config: { operationId: operation.operationId, openApiPath: path },
+        // x-duplex-role: the least role a caller's token must carry; absent on open operations.
+        config: { operationId: operation.operationId, openApiPath: path, role: typeof operation['x-duplex-role'] === 'string' ? operation['x-duplex-role'] : undefined },
         handler: handler as never,
       });
     }

@@ -79,5 +79,7 @@ export function registerProblemHandlers(app: FastifyInstance): void {
 
 export function sendProblem(reply: FastifyReply, problem: ProblemDocument, retryAfter?: number): FastifyReply {
   if (retryAfter !== undefined) reply.header('retry-after', String(retryAfter));
+  // RFC 9110: a 401 says which scheme would be accepted.
+  if (problem.status === 401) reply.header('www-authenticate', 'Bearer realm="duplex"');
   return reply.code(problem.status).type('application/problem+json').send(problem);
 }

@@ -36,7 +36,7 @@ export class JsonClient {
 
   constructor(
     baseUrl: string,
-    private readonly options: { name: string; timeoutMs?: number; connections?: number },
+    private readonly options: { name: string; timeoutMs?: number; connections?: number; /** Sent with every call (credentials). */ headers?: Record<string, string> },
   ) {
     this.baseUrl = baseUrl.replace(/\/$/, '');
     this.pool = new Pool(this.baseUrl, { connections: options.connections ?? 16, keepAliveTimeout: 10_000 });
@@ -44,7 +44,7 @@ export class JsonClient {
 
   async call<T = unknown>(method: string, path: string, options: CallOptions = {}): Promise<JsonResponse<T>> {
     const timeoutMs = options.timeoutMs ?? this.options.timeoutMs ?? 5_000;
-    const headers: Record<string, string> = { accept: 'application/json', ...options.headers };
+    const headers: Record<string, string> = { accept: 'application/json', ...this.options.headers, ...options.headers };
     if (options.requestId) headers['x-request-id'] = options.requestId;
     if (options.traceparent) headers.traceparent = options.traceparent;
     let payload: string | undefined;

@@ -73,6 +73,8 @@ export function defaultLogger(service: string): FastifyServerOptions['logger'] {
   return {
     level: process.env.LOG_LEVEL ?? 'info',
     base: { service, pid: process.pid },
+    // Credentials never reach the logs, whatever logs a request's headers.
+    redact: { paths: ['req.headers.authorization', 'headers.authorization', 'authorization', 'secret'], censor: '[redacted]' },
     timestamp: () => `,"time":"${new Date().toISOString()}"`,
   };
 }

@@ -1,3 +1,4 @@
+import { bearer, testAdminToken } from './auth.ts';
 import { request } from 'undici';
 
 /** One Server-Sent Events message, as a client sees it. */
@@ -74,7 +75,8 @@ export class EventStreamClient {
   /** Opens the stream; a non-200 answer is returned with its body in `text()`, unread as a stream. */
   static async open(url: string, headers: Record<string, string> = {}): Promise<EventStreamClient> {
     const abort = new AbortController();
-    const response = await request(url, { headers: { accept: 'text/event-stream', ...headers }, signal: abort.signal, bodyTimeout: 0 });
+    // The tests' servers take their admin token; a test of authorization names its own header.
+    const response = await request(url, { headers: { accept: 'text/event-stream', ...bearer(testAdminToken), ...headers }, signal: abort.signal, bodyTimeout: 0 });
     if (response.statusCode !== 200) {
       const body = await response.body.text();
       return new EventStreamClient(response.statusCode, response.headers, undefined, () => body, abort);

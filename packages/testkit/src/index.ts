@@ -2,3 +2,4 @@ export * from './database.ts';
 export * from './processes.ts';
 export * from './event-stream.ts';
 export * from './prometheus.ts';
+export * from './auth.ts';

@@ -4,6 +4,7 @@ import { buildApp as buildClusterManagerApp, loadClusterManagerConfig } from '@d
 import { buildApp as buildDriverApp, createExecutor, createMemoryStore, type DeviceLabel, type MemoryDeviceStore } from '@duplex/driver';
 import { buildApp as buildServerApp, loadServerConfig } from '@duplex/server';
 import type { Database } from '@duplex/shared';
+import { injectWithToken, testAdminToken } from '@duplex/testkit';
 
 export const GiB = 1024 ** 3;
 export const MiB = 1024 ** 2;
@@ -15,7 +16,7 @@ export type App = Awaited<ReturnType<typeof buildDriverApp>>;
 export interface InjectRequest {
   method: 'GET' | 'POST' | 'PUT' | 'DELETE' | 'PATCH' | 'HEAD';
   url: string;
-  headers?: Record<string, string>;
+  headers?: Record<string, string | undefined>;
   payload?: string | Buffer | object;
 }
 
@@ -36,7 +37,7 @@ export async function driverApp(devices: readonly DeviceLabel[]): Promise<{ app:
 }
 
 export async function serverApp(db: Database, databaseUrl: string, env: Record<string, string> = {}): Promise<App> {
-  return buildServerApp({ config: loadServerConfig({ DATABASE_URL: databaseUrl, SERVER_ID: 'A', ...env }), db, logger: false });
+  return injectWithToken(await buildServerApp({ config: loadServerConfig({ DATABASE_URL: databaseUrl, SERVER_ID: 'A', ADMIN_TOKEN: testAdminToken, ...env }), db, logger: false }));
 }
 
 export async function agentApp(env: Record<string, string> = {}): Promise<App> {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import type { ServerApi } from '@duplex/contracts';
-import { waitFor } from '@duplex/testkit';
+import { bearer, testAdminToken, waitFor } from '@duplex/testkit';
 import request, { type Response } from 'supertest';
 
 type Schemas = ServerApi.components['schemas'];
@@ -21,7 +21,7 @@ const terminal = new Set<Task['state']>(['succeeded', 'failed', 'cancelled']);
 
 /** GET a JSON resource and insist on 200. */
 export async function getJson<T>(baseUrl: string, path: string): Promise<T> {
-  const response = await request(baseUrl).get(path).set('accept', 'application/json');
+  const response = await request(baseUrl).get(path).set('accept', 'application/json').set(bearer(testAdminToken));
   assert.equal(response.status, 200, `GET ${baseUrl}${path} answered ${response.status}: ${response.text}`);
   return response.body as T;
 }
@@ -36,7 +36,8 @@ export async function postTask(baseUrl: string, body: TaskRequest | Record<strin
   const call = request(baseUrl)
     .post('/v1/tasks')
     .set('Idempotency-Key', options.idempotencyKey ?? `e2e-${randomUUID()}`)
-    .set('content-type', 'application/json');
+    .set('content-type', 'application/json')
+    .set(bearer(testAdminToken));
   if (options.requestId) call.set('x-request-id', options.requestId);
   return call.send(JSON.stringify(body));
 }

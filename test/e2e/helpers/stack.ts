@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createTestDatabase, repositoryRoot, startProcess, waitFor, type ServiceProcess, type TestDatabase } from '@duplex/testkit';
+import { createTestDatabase, repositoryRoot, startProcess, testAdminToken, waitFor, type ServiceProcess, type TestDatabase } from '@duplex/testkit';
 import { logTails, pidsInLogs } from './logs.ts';
 import { acceptsConnections, commandLine, descendants, isAlive } from './processes.ts';
 import { writeTopology, type E2eTopology } from './topology.ts';
@@ -65,7 +65,7 @@ export class Stack {
     this.dir = await mkdtemp(join(tmpdir(), 'duplex-e2e-'));
     this.tdb = await createTestDatabase('duplex_e2e');
     this.topology = await writeTopology(this.dir);
-    const launcher = startProcess('duplex', 'packages/cli/src/main.ts', { DATABASE_URL: this.tdb.url, LOG_LEVEL: 'info' }, [
+    const launcher = startProcess('duplex', 'packages/cli/src/main.ts', { DATABASE_URL: this.tdb.url, ADMIN_TOKEN: testAdminToken, LOG_LEVEL: 'info' }, [
       'up',
       '--topology',
       this.topology.file,

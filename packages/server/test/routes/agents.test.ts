@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { buildApp, loadServerConfig } from '@duplex/server';
-import { waitFor } from '@duplex/testkit';
+import { injectWithToken, testAdminToken, waitFor } from '@duplex/testkit';
 import {
   assertProblem,
   inventoryReport,
@@ -144,7 +144,7 @@ describe('agents', () => {
 
     it("another server's agent gets 404 and its lease is not renewed", async () => {
       // Server B shares the database; its agent is not one of A's.
-      const serverB = await buildApp({ config: loadServerConfig({ DATABASE_URL: server.tdb.url, SERVER_ID: 'B' }), db: server.db, logger: false });
+      const serverB = injectWithToken(await buildApp({ config: loadServerConfig({ DATABASE_URL: server.tdb.url, SERVER_ID: 'B', ADMIN_TOKEN: testAdminToken }), db: server.db, logger: false }));
       await serverB.ready();
       try {
         const id = await registerAgent(serverB, { name: 'of-b', server_id: 'B' });

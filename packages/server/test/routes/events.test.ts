@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { buildApp, loadServerConfig } from '@duplex/server';
 import type { Database, Queryable } from '@duplex/shared';
-import { createTestDatabase, EventStreamClient, parseSse, waitFor, type TestDatabase } from '@duplex/testkit';
+import { bearer, createTestDatabase, EventStreamClient, injectWithToken, parseSse, testAdminToken, waitFor, type TestDatabase } from '@duplex/testkit';
 import type { FastifyInstance } from 'fastify';
 import { request } from 'undici';
 import { comparePositions } from '../../src/lib/event-stream.ts';
@@ -26,12 +26,14 @@ type FeedOptions = NonNullable<Parameters<typeof buildApp>[0]['eventFeed']>;
 /** A server 'A' listening on a free port, on a fresh database. */
 async function startEventServer(env: Record<string, string> = {}, eventFeed: FeedOptions = {}, tdb?: TestDatabase): Promise<EventServer> {
   const database = tdb ?? (await createTestDatabase());
-  const app = await buildApp({
-    config: loadServerConfig({ DATABASE_URL: database.url, SERVER_ID: 'A', AGENT_LEASE_TTL_MS: '600000', ...env }),
-    db: database.db,
-    logger: false,
-    eventFeed,
-  });
+  const app = injectWithToken(
+    await buildApp({
+      config: loadServerConfig({ DATABASE_URL: database.url, SERVER_ID: 'A', AGENT_LEASE_TTL_MS: '600000', ADMIN_TOKEN: testAdminToken, ...env }),
+      db: database.db,
+      logger: false,
+      eventFeed,
+    }),
+  );
   await app.listen({ host: '127.0.0.1', port: 0 });
   return { app, db: database.db, tdb: database, url: `http://127.0.0.1:${(app.server.address() as AddressInfo).port}` };
 }
@@ -398,7 +400,7 @@ describe('GET /v1/events and slow clients', () => {
 
   it('drops a client that does not read, with a final comment, and lets it resume', async () => {
     // Undici stops reading the socket while the body is not consumed: the client is stalled.
-    const response = await request(`${server.url}/v1/events`, { bodyTimeout: 0 });
+    const response = await request(`${server.url}/v1/events`, { headers: bearer(testAdminToken), bodyTimeout: 0 });
     assert.equal(response.statusCode, 200);
     await waitFor('the subscriber', async () => (server.app.duplex.events.subscriberCount === 1 ? true : undefined));
     const padding = 'x'.repeat(64 * 1024);

@@ -4,8 +4,8 @@ import type { AddressInfo } from 'node:net';
 import type { AgentApi, ServerApi } from '@duplex/contracts';
 import { buildApp, loadServerConfig } from '@duplex/server';
 import { problemKinds, type Database, type ProblemCode } from '@duplex/shared';
-import { createTestDatabase, freePort, waitFor, type TestDatabase } from '@duplex/testkit';
-import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
+import { createTestDatabase, freePort, injectWithToken, testAdminToken, waitFor, type TestDatabase } from '@duplex/testkit';
+import type { FastifyInstance, FastifyServerOptions, LightMyRequestResponse } from 'fastify';
 
 export type Schemas = ServerApi.components['schemas'];
 export type Task = Schemas['Task'];
@@ -26,11 +26,13 @@ export interface TestServer {
   tdb: TestDatabase;
 }
 
-/** A server 'A' on a fresh migrated database; env entries override its configuration. */
-export async function startServer(env: Record<string, string> = {}): Promise<TestServer> {
+/** A server 'A' on a fresh migrated database, injected requests carrying the admin token; env entries override its configuration. */
+export async function startServer(env: Record<string, string> = {}, logger: FastifyServerOptions['logger'] = false): Promise<TestServer> {
   const tdb = await createTestDatabase();
   // Nothing heartbeats in these tests: long agent leases keep dispatched attempts where the test put them.
-  const app = await buildApp({ config: loadServerConfig({ DATABASE_URL: tdb.url, SERVER_ID: 'A', AGENT_LEASE_TTL_MS: '600000', ...env }), db: tdb.db, logger: false });
+  const app = injectWithToken(
+    await buildApp({ config: loadServerConfig({ DATABASE_URL: tdb.url, SERVER_ID: 'A', AGENT_LEASE_TTL_MS: '600000', ADMIN_TOKEN: testAdminToken, ...env }), db: tdb.db, logger }),
+  );
   await app.ready();
   return { app, db: tdb.db, tdb };
 }

@@ -1,0 +1,51 @@
+import { ProblemError, type Database } from '@duplex/shared';
+import { allows, bearerToken, secretHash, type Role } from '../lib/tokens.ts';
+import { findUsableToken, type TokenRow } from '../repositories/tokens.ts';
+
+/** The caller a request's token names. */
+export type Caller = Pick<TokenRow, 'id' | 'name' | 'role'>;
+
+/**
+ * Checks users' bearer tokens against the stored hashes. A check (found or not) is reused for
+ * `cacheMs`, so a busy client costs one lookup per token per interval rather than one per
+ * request; revocations and expiries therefore take effect within that time.
+ */
+export class Authenticator {
+  private readonly checks = new Map<string, { caller: Caller | undefined; until: number }>();
+
+  constructor(
+    private readonly db: Database,
+    private readonly cacheMs: number,
+  ) {}
+
+  /** The caller, if its token may call an operation that needs `role`; a ProblemError (401 or 403) otherwise. */
+  async authorize(header: string | string[] | undefined, role: Role, operationId: string): Promise<Caller> {
+    const secret = bearerToken(header);
+    if (secret === undefined) {
+      throw new ProblemError('unauthenticated', header === undefined ? 'the request carries no bearer token' : 'the Authorization header is not `Bearer <token>`');
+    }
+    const caller = await this.lookup(secretHash(secret));
+    if (!caller) throw new ProblemError('unauthenticated', 'the token is unknown, revoked or expired');
+    if (!allows(caller.role, role)) throw new ProblemError('forbidden', `${operationId} needs the ${role} role; token ${caller.id} is ${caller.role}`);
+    return caller;
+  }
+
+  /** Forgets every remembered check: a revocation on this server takes effect here at once. */
+  forget(): void {
+    this.checks.clear();
+  }
+
+  private async lookup(hash: string): Promise<Caller | undefined> {
+    const now = Date.now();
+    const remembered = this.checks.get(hash);
+    if (remembered && remembered.until > now) return remembered.caller;
+    const row = await findUsableToken(this.db, hash);
+    const caller = row && { id: row.id, name: row.name, role: row.role };
+    if (this.cacheMs > 0) {
+      // Bounded: unknown tokens are remembered too, so that a flood of made-up ones cannot grow the map without end.
+      if (this.checks.size >= 10_000) this.checks.clear();
+      this.checks.set(hash, { caller, until: now + this.cacheMs });
+    }
+    return caller;
+  }
+}
