@@ -55,7 +55,7 @@ export async function buildApp(options: BuildServerOptions): Promise<FastifyInst
   app.addHook('onRequest', async (request) => {
     const { role, operationId } = request.routeOptions.config as { role?: unknown; operationId?: string };
     if (!isRole(role)) return;
-    request.caller = await context.authenticator.authorize(request.headers.authorization, role, operationId ?? request.url);
+    request.caller = await context.authenticator.authorize(request.headers.authorization, role, operationId ?? request.url, request.ip);
   });
 
   const leaseKeeper = startLeaseKeeper(context, app);

@@ -39,6 +39,14 @@ export const serverConfigSchema = defineConfig({
     description:
       'An admin API token (32 to 512 visible ASCII characters) this server accepts and records (hashed) at start, to create the other tokens with. Without it, a server that finds no admin token in the database creates one and prints it once on standard error.',
   },
+  AUTH_FAILURE_LIMIT: {
+    type: 'integer',
+    minimum: 1,
+    maximum: 100_000,
+    default: 20,
+    description: 'Failed authentications one address may have in AUTH_FAILURE_WINDOW_MS; past it, its calls that need a token are answered 429 until the window ends.',
+  },
+  AUTH_FAILURE_WINDOW_MS: { type: 'integer', minimum: 1000, maximum: 3_600_000, default: 60_000, description: 'The window AUTH_FAILURE_LIMIT counts failed authentications in.' },
   TOKEN_CACHE_MS: { type: 'integer', minimum: 0, maximum: 60_000, default: 2000, description: "How long a token's check is reused; a revoked token stops working on every server within this time." },
 });
 

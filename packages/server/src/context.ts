@@ -63,7 +63,7 @@ export async function createServerContext(config: ServerConfig, db: Database, lo
       connectionString: config.DATABASE_URL,
       applicationName: `duplex-server-${config.SERVER_ID}-events`,
     }),
-    authenticator: new Authenticator(db, config.TOKEN_CACHE_MS),
+    authenticator: new Authenticator(db, { cacheMs: config.TOKEN_CACHE_MS, failureLimit: config.AUTH_FAILURE_LIMIT, failureWindowMs: config.AUTH_FAILURE_WINDOW_MS }),
     lease,
     instance: { id: randomUUID(), startedAt: new Date() },
   };

@@ -40,6 +40,7 @@ export const problemKinds = {
   'event-id-unknown': { status: 410, title: 'The event stream cannot resume after this event id' },
   'payload-too-large': { status: 413, title: 'The body is too large' },
   'unsupported-media-type': { status: 415, title: 'The body must be application/json' },
+  'too-many-failures': { status: 429, title: 'Too many failed attempts to authenticate from this address' },
   'idempotency-key-reused': { status: 422, title: 'The idempotency key was used with another body' },
   'insufficient-capacity': { status: 422, title: 'The device does not have the capacity' },
   'device-unavailable': { status: 422, title: 'The device is unavailable' },

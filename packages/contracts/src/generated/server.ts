@@ -1100,6 +1100,20 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
+        /**
+         * @description Too many requests from this address failed authentication lately: calls that need a
+         *     token are refused, without looking at the token, until `Retry-After` seconds have passed.
+         */
+        TooManyFailures: {
+            headers: {
+                /** @description Seconds until this address may try again. */
+                "Retry-After"?: number;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
         /** @description The token's role does not allow the operation. */
         Forbidden: {
             headers: {
@@ -1368,6 +1382,7 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
+            429: components["responses"]["TooManyFailures"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -1445,6 +1460,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyFailures"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -1646,6 +1662,7 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
+            429: components["responses"]["TooManyFailures"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -1689,6 +1706,7 @@ export interface operations {
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["Unprocessable"];
+            429: components["responses"]["TooManyFailures"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -1749,6 +1767,7 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["TooManyFailures"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -1777,6 +1796,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyFailures"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -1806,6 +1826,7 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             409: components["responses"]["Conflict"];
+            429: components["responses"]["TooManyFailures"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -1839,6 +1860,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyFailures"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -1886,6 +1908,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             410: components["responses"]["Gone"];
+            429: components["responses"]["TooManyFailures"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -1915,6 +1938,7 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
+            429: components["responses"]["TooManyFailures"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -1945,6 +1969,7 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["TooManyFailures"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -1973,6 +1998,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyFailures"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -2002,6 +2028,7 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
+            429: components["responses"]["TooManyFailures"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -2030,6 +2057,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyFailures"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -2063,6 +2091,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyFailures"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -2094,6 +2123,7 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             409: components["responses"]["Conflict"];
+            429: components["responses"]["TooManyFailures"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -2131,6 +2161,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyFailures"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -2173,6 +2204,7 @@ export interface operations {
             409: components["responses"]["Conflict"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["TooManyFailures"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -2203,6 +2235,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyFailures"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -2234,6 +2267,7 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             409: components["responses"]["Conflict"];
+            429: components["responses"]["TooManyFailures"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -2277,6 +2311,7 @@ export interface operations {
             409: components["responses"]["Conflict"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["TooManyFailures"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -2307,6 +2342,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyFailures"];
             503: components["responses"]["Unavailable"];
         };
     };

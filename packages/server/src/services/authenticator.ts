@@ -1,4 +1,5 @@
 import { ProblemError, type Database } from '@duplex/shared';
+import { AuthFailures } from '../lib/auth-failures.ts';
 import { allows, bearerToken, secretHash, type Role } from '../lib/tokens.ts';
 import { findUsableToken, type TokenRow } from '../repositories/tokens.ts';
 
@@ -12,20 +13,37 @@ export type Caller = Pick<TokenRow, 'id' | 'name' | 'role'>;
  */
 export class Authenticator {
   private readonly checks = new Map<string, { caller: Caller | undefined; until: number }>();
+  private readonly failures: AuthFailures;
+  private readonly cacheMs: number;
 
   constructor(
     private readonly db: Database,
-    private readonly cacheMs: number,
-  ) {}
+    options: { cacheMs: number; failureLimit: number; failureWindowMs: number },
+  ) {
+    this.cacheMs = options.cacheMs;
+    this.failures = new AuthFailures(options.failureLimit, options.failureWindowMs);
+  }
 
-  /** The caller, if its token may call an operation that needs `role`; a ProblemError (401 or 403) otherwise. */
-  async authorize(header: string | string[] | undefined, role: Role, operationId: string): Promise<Caller> {
+  /**
+   * The caller, if its token may call an operation that needs `role`; a ProblemError otherwise:
+   * 401 (no usable token, counted against the address), 403 (the role is too low), or 429 (the
+   * address failed too often lately; the token is then not even looked up).
+   */
+  async authorize(header: string | string[] | undefined, role: Role, operationId: string, address: string): Promise<Caller> {
+    const blockedFor = this.failures.blockedForSeconds(address);
+    if (blockedFor > 0) {
+      throw new ProblemError('too-many-failures', `too many failed authentications from ${address}; try again in ${blockedFor} s`, { retryAfterSeconds: blockedFor });
+    }
     const secret = bearerToken(header);
     if (secret === undefined) {
+      this.failures.fail(address);
       throw new ProblemError('unauthenticated', header === undefined ? 'the request carries no bearer token' : 'the Authorization header is not `Bearer <token>`');
     }
     const caller = await this.lookup(secretHash(secret));
-    if (!caller) throw new ProblemError('unauthenticated', 'the token is unknown, revoked or expired');
+    if (!caller) {
+      this.failures.fail(address);
+      throw new ProblemError('unauthenticated', 'the token is unknown, revoked or expired');
+    }
     if (!allows(caller.role, role)) throw new ProblemError('forbidden', `${operationId} needs the ${role} role; token ${caller.id} is ${caller.role}`);
     return caller;
   }

@@ -45,7 +45,8 @@ describe('authorization: every operation, against no token and each role', () =>
   const tokens: Partial<Record<Role, string>> = {};
 
   before(async () => {
-    server = await startServer();
+    // The matrix fails authentication on purpose, more often than an address may by default.
+    server = await startServer({ AUTH_FAILURE_LIMIT: '100000' });
     for (const role of ['viewer', 'operator', 'admin'] as const) {
       const response = await server.app.inject({ method: 'POST', url: '/v1/tokens', payload: { name: `matrix ${role}`, role } });
       assert.equal(response.statusCode, 201, response.body);
@@ -138,6 +139,27 @@ describe('secrets in the logs', () => {
       assert.match(log, /API token created/);
       for (const token of [secret, testAdminToken]) assert.equal(log.includes(token), false, 'a secret is in the log');
       assert.match(log, /\[redacted\]/);
+    } finally {
+      await stopServer(server);
+    }
+  });
+});
+
+describe('failed authentications', () => {
+  it('refuses an address that failed too often with 429 and Retry-After, without looking at its token, until the window ends', async () => {
+    const server = await startServer({ AUTH_FAILURE_LIMIT: '3', AUTH_FAILURE_WINDOW_MS: '1500' });
+    try {
+      const guess = (token: string) => server.app.inject({ method: 'GET', url: '/v1/tasks', headers: bearer(token), remoteAddress: '10.0.0.7' });
+      for (let attempt = 0; attempt < 3; attempt += 1) assert.equal((await guess(`dpx_guess-${attempt}`)).statusCode, 401);
+      const blocked = await guess(testAdminToken);
+      assert.equal(blocked.statusCode, 429, 'even the right token waits');
+      assert.equal(blocked.json<{ type: string }>().type, 'urn:duplex:problem:too-many-failures');
+      assert.ok(Number(blocked.headers['retry-after']) >= 1);
+      // Another address is not held back, and a role too low is no failure.
+      const other = await server.app.inject({ method: 'GET', url: '/v1/tasks', remoteAddress: '10.0.0.8' });
+      assert.equal(other.statusCode, 200);
+      await new Promise((resolve) => setTimeout(resolve, 1_600));
+      assert.equal((await guess(testAdminToken)).statusCode, 200, 'the window ended');
     } finally {
       await stopServer(server);
     }
