@@ -9,8 +9,7 @@ import {
 import type { FastifyInstance, FastifyServerOptions } from 'fastify';
 import type { ServerConfig } from './config.ts';
 import { createServerContext, type ServerContext } from './context.ts';
-import { isRole, newTokenId, newTokenSecret, secretHash } from './lib/tokens.ts';
-import { ensureAdminToken } from './repositories/tokens.ts';
+import { installAuthentication } from './plugins/authentication.ts';
 import { renewServerLease } from './repositories/servers.ts';
 import { expireIdempotencyKeys } from './repositories/tasks.ts';
 import { agentHandlers } from './routes/agents.ts';
@@ -19,7 +18,6 @@ import { eventHandlers } from './routes/events.ts';
 import { storageSystemHandlers } from './routes/storage-systems.ts';
 import { taskHandlers } from './routes/tasks.ts';
 import { tokenHandlers } from './routes/tokens.ts';
-import type { Caller } from './services/authenticator.ts';
 import type { EventFeedOptions } from './services/event-feed.ts';
 import { FailoverWatcher } from './services/failover-watcher.ts';
 
@@ -36,10 +34,6 @@ declare module 'fastify' {
   interface FastifyInstance {
     duplex: ServerContext;
   }
-  interface FastifyRequest {
-    /** Whose token the request carries; set on every operation that names a role. */
-    caller: Caller | null;
-  }
 }
 
 export async function buildApp(options: BuildServerOptions): Promise<FastifyInstance> {
@@ -48,15 +42,7 @@ export async function buildApp(options: BuildServerOptions): Promise<FastifyInst
   const db = options.db ?? createDatabase(config.DATABASE_URL, { poolMax: config.DATABASE_POOL_MAX, applicationName: `duplex-server-${config.SERVER_ID}` });
   const context = await createServerContext(config, db, app.log, app.metrics.registry, options.eventFeed);
   app.decorate('duplex', context);
-  await ensureAdmin(context);
-
-  // Before the body is read: a request without the role is refused without parsing what it sent.
-  app.decorateRequest('caller', null);
-  app.addHook('onRequest', async (request) => {
-    const { role, operationId } = request.routeOptions.config as { role?: unknown; operationId?: string };
-    if (!isRole(role)) return;
-    request.caller = await context.authenticator.authorize(request.headers.authorization, role, operationId ?? request.url, request.ip);
-  });
+  await installAuthentication(app, context);
 
   const leaseKeeper = startLeaseKeeper(context, app);
   const failoverWatcher = new FailoverWatcher(context, app.log);
@@ -94,26 +80,6 @@ export async function buildApp(options: BuildServerOptions): Promise<FastifyInst
 }
 
 const keyExpiryIntervalMs = 10 * 60_000;
-
-/**
- * Records ADMIN_TOKEN (hashed) when it is new; without it, makes an admin token if the database
- * has none, and prints it once on standard error (never in the log, which keeps no secret).
- */
-async function ensureAdmin(context: ServerContext): Promise<void> {
-  const given = context.config.ADMIN_TOKEN;
-  const secret = given ?? newTokenSecret();
-  const made = await ensureAdminToken(
-    context.db,
-    { id: newTokenId(), name: given ? 'admin (ADMIN_TOKEN)' : 'admin (made at first start)', role: 'admin', secret_sha256: secretHash(secret), created_by: null, expires_at: null },
-    given !== undefined,
-  );
-  if (made && !given) {
-    process.stderr.write(
-      `duplex server ${context.config.SERVER_ID}: no admin token existed, so one was made (${made.id}); it is shown this once:\n  ${secret}\n` +
-        'Use it as "Authorization: Bearer <token>" to create other tokens (POST /v1/tokens), or set ADMIN_TOKEN.\n',
-    );
-  }
-}
 
 async function expireKeys(context: ServerContext, app: FastifyInstance): Promise<void> {
   try {
