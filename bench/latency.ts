@@ -231,7 +231,7 @@ console.log(
       ms(phase.submit.send_lag.p99_ms),
       phase.load_avg_1m.toFixed(2),
     ]),
-    [true, true, true, true, true, true, true, true, true, true, true, true, true, true, true],
+    true,
   ),
 );
 console.log('');
@@ -253,7 +253,7 @@ console.log(
       p99Ratio(phase.end_to_end.p99_ms, phase.floor_one_hop.latency.p99_ms),
       count(phase.floor_one_hop.errors + phase.floor_one_hop.unanswered + phase.floor_insert.errors + phase.floor_insert.unanswered),
     ]),
-    [true, true, true, true, true, true, true, true, true, true, true, true],
+    true,
   ),
 );
 console.log('');

@@ -78,8 +78,8 @@ export function ms(value: number | undefined | null): string {
 
 export const ratio = (value: number, floor: number): string => (floor > 0 ? `${(value / floor).toFixed(2)}×` : '–');
 
-/** A markdown table from a header row and rows of cells; `align` marks numeric columns. */
-export function table(header: readonly string[], rows: readonly (readonly string[])[], numeric: readonly boolean[] = []): string {
-  const rule = header.map((_, index) => (numeric[index] ? '---:' : '---'));
+/** A Markdown table; `numeric` right-aligns the columns it marks, or every column when `true`. */
+export function table(header: readonly string[], rows: readonly (readonly string[])[], numeric: readonly boolean[] | true = []): string {
+  const rule = header.map((_, index) => (numeric === true || numeric[index] ? '---:' : '---'));
   return [header, rule, ...rows].map((cells) => `| ${cells.join(' | ')} |`).join('\n');
 }

@@ -3,39 +3,15 @@
  * Postgres (the floors run in the topology's own Postgres, so both sides of a ratio write to
  * the same server), and the durability settings that decide what a commit costs.
  */
-import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { createDatabase, startEmbeddedPostgres, type Database, type EmbeddedPostgresServer } from '@duplex/shared';
-import { freePort } from '@duplex/testkit';
+import { createScratchDatabase as createTestkitScratchDatabase, freePort, type TestDatabase } from '@duplex/testkit';
 
-export interface ScratchDatabase {
-  url: string;
-  db: Database;
-  drop(): Promise<void>;
-}
-
-function withDatabase(url: string, database: string): string {
-  const parsed = new URL(url);
-  parsed.pathname = `/${database}`;
-  return parsed.toString();
-}
+export type ScratchDatabase = TestDatabase;
 
 /** A new, empty database in the Postgres at `adminUrl`; drop() removes it. */
 export async function createScratchDatabase(adminUrl: string, prefix: string, poolMax = 4): Promise<ScratchDatabase> {
-  const name = `${prefix}_${randomBytes(4).toString('hex')}`;
-  const admin = createDatabase(adminUrl, { poolMax: 1, applicationName: 'duplex-bench' });
-  await admin.raw(`create database "${name}"`);
-  const url = withDatabase(adminUrl, name);
-  const db = createDatabase(url, { poolMax, applicationName: 'duplex-bench' });
-  return {
-    url,
-    db,
-    async drop() {
-      await db.destroy();
-      await admin.raw(`drop database if exists "${name}" with (force)`);
-      await admin.destroy();
-    },
-  };
+  return createTestkitScratchDatabase(adminUrl, prefix, { poolMax, migrate: false, applicationName: 'duplex-bench' });
 }
 
 /** What a commit costs depends on these; the run prints them beside its figures. */

@@ -19,13 +19,21 @@ export interface TestDatabase {
 
 /** A new, migrated database for one test file; drop() removes it. */
 export async function createTestDatabase(prefix = 'duplex_test'): Promise<TestDatabase> {
-  const adminUrl = testDatabaseUrl();
+  return createScratchDatabase(testDatabaseUrl(), prefix, { poolMax: 10, migrate: true });
+}
+
+/** A new database in the Postgres at `adminUrl` (migrated when asked); drop() removes it. */
+export async function createScratchDatabase(
+  adminUrl: string,
+  prefix: string,
+  options: { poolMax: number; migrate: boolean; applicationName?: string },
+): Promise<TestDatabase> {
   const name = `${prefix}_${randomBytes(6).toString('hex')}`;
-  const admin = createDatabase(adminUrl, { poolMax: 1 });
+  const admin = createDatabase(adminUrl, { poolMax: 1, applicationName: options.applicationName });
   await admin.raw(`create database "${name}"`);
   const url = withDatabase(adminUrl, name);
-  const db = createDatabase(url, { poolMax: 10 });
-  await migrateToLatest(db);
+  const db = createDatabase(url, { poolMax: options.poolMax, applicationName: options.applicationName });
+  if (options.migrate) await migrateToLatest(db);
   return {
     url,
     db,

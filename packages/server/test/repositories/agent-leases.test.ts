@@ -4,6 +4,7 @@ import { createDatabase, type Database } from '@duplex/shared';
 import { createTestDatabase, waitFor, type TestDatabase } from '@duplex/testkit';
 import { maxRenewalsPerStatement, renewAgentLeases, renewLostAgentLeases, type RenewedLease } from '../../src/repositories/agent-leases.ts';
 import { markLostAgents } from '../../src/repositories/agents.ts';
+import { insertAgent as insertAgentRow } from './rows.ts';
 
 interface AgentEventRow {
   type: string;
@@ -20,25 +21,9 @@ interface AgentLeaseRow {
 const ttlMs = 3_000;
 const idOf = (name: string) => `A:ss1:c0:${name}`;
 
-/** Agent `name` of server A in incarnation 1, with its lease ending `leaseInMs` from now. */
-async function insertAgent(db: Database, name: string, leaseInMs: number, serverId = 'A'): Promise<string> {
-  const id = `${serverId}:ss1:c0:${name}`;
-  await db('agents').insert({
-    id,
-    name,
-    server_id: serverId,
-    storage_system_id: 'ss1',
-    cluster_id: 'c0',
-    url: 'http://127.0.0.1:9',
-    pid: 1,
-    incarnation: 1,
-    started_at: new Date(),
-    registered_at: new Date(),
-    heartbeat_at: new Date(),
-    lease_expires_at: new Date(Date.now() + leaseInMs),
-  });
-  return id;
-}
+/** Agent `name` of server A (or `serverId`) in incarnation 1, with its lease ending `leaseInMs` from now. */
+const insertAgent = (db: Database, name: string, leaseInMs: number, serverId = 'A'): Promise<string> =>
+  insertAgentRow(db, { id: `${serverId}:ss1:c0:${name}`, name, serverId, leaseInMs });
 
 /** The return of one lost agent, as its own statement. */
 async function returnOf(db: Database, id: string, serverId = 'A', incarnation = 1): Promise<RenewedLease | undefined> {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { buildApp, loadServerConfig } from '@duplex/server';
 import { injectWithToken, testAdminToken, waitFor } from '@duplex/testkit';
+import { insertAgent } from '../repositories/rows.ts';
 import {
   assertProblem,
   inventoryReport,
@@ -239,20 +240,7 @@ describe('agents', () => {
     });
 
     it('does not list the agents of other servers', async () => {
-      await server.db('agents').insert({
-        id: 'B:lst:c0:l-x',
-        name: 'l-x',
-        server_id: 'B',
-        storage_system_id: 'lst',
-        cluster_id: 'c0',
-        url: 'http://127.0.0.1:9',
-        pid: 1,
-        incarnation: 1,
-        started_at: new Date(),
-        registered_at: new Date(),
-        heartbeat_at: new Date(),
-        lease_expires_at: new Date(Date.now() + 60_000),
-      });
+      await insertAgent(server.db, { id: 'B:lst:c0:l-x', name: 'l-x', serverId: 'B', storageSystemId: 'lst', leaseInMs: 60_000 });
       assert.deepEqual((await list('&cluster_id=c0')).items.map((a) => a.id), ['A:lst:c0:l-a', 'A:lst:c0:l-d']);
     });
   });
