@@ -18,7 +18,7 @@ import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { JsonClient } from '@duplex/shared';
-import { bearer, freePort, testAdminToken } from '@duplex/testkit';
+import { bearer, freePort, testAdminToken, testJoinToken } from '@duplex/testkit';
 import { countLostWithinMs, evenSample, falseLosses, resumeAgents, timeAgentLoss } from './lib/agent-loss.ts';
 import { sleep } from './lib/api.ts';
 import { openBenchDatabase, type BenchDatabase } from './lib/bench-database.ts';
@@ -146,6 +146,8 @@ try {
       SERVER_PUBLIC_URL: serverUrl,
       DATABASE_URL: database.url,
       ADMIN_TOKEN: testAdminToken,
+      // Thousands of simulated storage systems: one join token serves them all.
+      JOIN_TOKENS: `*=${testJoinToken}`,
       LOG_LEVEL: logLevel,
     },
     logFile: join(logsDir, 'server.log'),
@@ -195,7 +197,8 @@ try {
       // Agents heartbeat from their registration on, a chunk at a time, as real ones do. (Waiting
       // for the whole level, seconds, let the lease of the first ones run out.)
       while (registered.length < agents) {
-        const chunk = await registerAgents(client, serverId, agentsStartedAt, registered.length, Math.min(agents, registered.length + registrationChunk), registrationConcurrency);
+        const range = { from: registered.length, to: Math.min(agents, registered.length + registrationChunk) };
+        const chunk = await registerAgents(client, serverId, testJoinToken, agentsStartedAt, range, registrationConcurrency);
         added.push(...chunk);
         registered.push(...chunk);
         generator.setAgents(registered);

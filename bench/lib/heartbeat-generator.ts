@@ -15,6 +15,8 @@ import { percentile } from './stats.ts';
 export interface SimulatedAgent {
   id: string;
   incarnation: number;
+  /** The credential its registration answered with (none for the floor, which checks none). */
+  credential?: string;
 }
 
 /**
@@ -28,6 +30,7 @@ interface Scheduled {
   phaseMs: number;
   path: string;
   body: string;
+  headers: Record<string, string>;
   stopped: boolean;
   /** When (epoch ms) the first heartbeat after the stop was due and not sent. */
   firstMissedAt: number | undefined;
@@ -126,6 +129,7 @@ export class HeartbeatGenerator {
         phaseMs: phaseOf(index) * this.options.periodMs,
         path: `/v1/agents/${encodeURIComponent(agent.id)}/heartbeats`,
         body: JSON.stringify({ incarnation: agent.incarnation }),
+        headers: { ...this.headers, ...(agent.credential ? { authorization: `Bearer ${agent.credential}` } : {}) },
         stopped: false,
         firstMissedAt: undefined,
         inFlight: false,
@@ -197,7 +201,7 @@ export class HeartbeatGenerator {
       .request({
         method: 'POST',
         path: agent.path,
-        headers: this.headers,
+        headers: agent.headers,
         body: agent.body,
         headersTimeout: this.options.timeoutMs,
         bodyTimeout: this.options.timeoutMs,

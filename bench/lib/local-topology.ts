@@ -9,7 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ServiceRuntime } from '@duplex/shared';
-import { freePort, repositoryRoot, testAdminToken } from '@duplex/testkit';
+import { bearer, freePort, repositoryRoot, testAdminToken } from '@duplex/testkit';
 import { sleep } from './api.ts';
 import { procInfo, scanOwnedProcesses } from './probe.ts';
 
@@ -326,9 +326,10 @@ async function status(url: string): Promise<number | null> {
   }
 }
 
+/** A GET of a server's API, with the admin token the run's servers take. */
 async function json<T>(url: string): Promise<T | undefined> {
   try {
-    const response = await fetch(url, { signal: AbortSignal.timeout(1_000) });
+    const response = await fetch(url, { headers: bearer(testAdminToken), signal: AbortSignal.timeout(1_000) });
     if (response.status !== 200) {
       await response.arrayBuffer();
       return undefined;

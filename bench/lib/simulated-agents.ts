@@ -38,16 +38,28 @@ export function simulatedAgentId(index: number, serverId: string): string {
  * Registers agents `from` to `to - 1` with `concurrency` registrations in flight; throws on
  * the first answer other than 201 (each is a new agent).
  */
-export async function registerAgents(client: JsonClient, serverId: string, startedAt: Date, from: number, to: number, concurrency: number): Promise<SimulatedAgent[]> {
+export async function registerAgents(
+  client: JsonClient,
+  serverId: string,
+  joinToken: string,
+  startedAt: Date,
+  range: { from: number; to: number },
+  concurrency: number,
+): Promise<SimulatedAgent[]> {
+  const { from, to } = range;
   const registered: SimulatedAgent[] = new Array<SimulatedAgent>(Math.max(0, to - from));
   let next = from;
   const worker = async () => {
     while (next < to) {
       const index = next;
       next += 1;
-      const response = await client.call<AgentRegistration>('POST', '/v1/agents', { body: simulatedAgentRequest(index, serverId, startedAt), timeoutMs: 30_000 });
+      const response = await client.call<AgentRegistration>('POST', '/v1/agents', {
+        body: simulatedAgentRequest(index, serverId, startedAt),
+        headers: { authorization: `Bearer ${joinToken}` },
+        timeoutMs: 30_000,
+      });
       if (response.status !== 201) throw new Error(`registering simulated agent ${index} was answered ${response.status}: ${JSON.stringify(response.body)}`);
-      registered[index - from] = { id: response.body.id, incarnation: response.body.incarnation };
+      registered[index - from] = { id: response.body.id, incarnation: response.body.incarnation, credential: response.body.credential };
     }
   };
   await Promise.all(Array.from({ length: concurrency }, worker));

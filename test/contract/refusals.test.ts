@@ -32,10 +32,14 @@ describe('refusals of unreadable bodies are documented', () => {
 
   before(async () => {
     tdb = await createTestDatabase();
-    apps.set('server', await serverApp(tdb.db, tdb.url));
+    const server = await serverApp(tdb.db, tdb.url);
+    apps.set('server', server);
     apps.set('agent', await agentApp());
     apps.set('driver', (await driverApp([{ id: 'd0', home_cluster: 'c0', capacity_bytes: GiB }])).app);
     for (const [name, app] of apps) recorders.get(name)?.observe(app);
+    // The agent the contract's example id names, so that its requests get past authentication to the body.
+    const registered = await server.inject({ method: 'POST', url: '/v1/agents', payload: { name: 'ss1-c0-A', server_id: 'A', storage_system_id: 'ss1', cluster_id: 'c0', url: 'http://127.0.0.1:9', pid: 1, started_at: '2026-11-25T10:00:00Z' } });
+    assert.equal(registered.json<{ id: string }>().id, 'A:ss1:c0:ss1-c0-A', registered.body);
   });
   after(async () => {
     for (const app of apps.values()) await app.close();

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { loadContract, type AgentApi, type ClusterManagerApi, type ContractName, type DriverApi, type ServerApi } from '@duplex/contracts';
 import type { MemoryDeviceStore } from '@duplex/driver';
@@ -108,6 +109,18 @@ const call = (name: ContractName, app: () => App) => (operationId: string, statu
 const onServer = call('server', () => server.app);
 const onAgent = call('agent', () => agent.app);
 const onManager = call('cluster-manager', () => clusterManager.app);
+
+/**
+ * Credentials to speak for an agent that a real process registered (over a socket, so its own
+ * credential never reached this test): one more credential in the server's registry, beside the
+ * process's own, which keeps working.
+ */
+function speakFor(agentId: string): { authorization: string } {
+  const secret = `dpa_contract-test-${agentId}`;
+  const held = server.app.duplex.agents.get(agentId)?.credentials ?? [];
+  server.app.duplex.agents.setCredentials(agentId, [...held, { sha256: createHash('sha256').update(secret).digest('hex'), expiresAt: Date.now() + 3_600_000 }]);
+  return { authorization: `Bearer ${secret}` };
+}
 
 function assertProblem(response: InjectResponse, code: string): Problem {
   const problem = response.json<Problem>();
@@ -484,7 +497,8 @@ describe('server', () => {
     const beat = await onServer('heartbeatAgent', 200, { method: 'POST', url, payload: { incarnation: 2 } });
     assert.equal(beat.json<{ inventory_version: number | null }>().inventory_version, null);
     assertProblem(await onServer('heartbeatAgent', 409, { method: 'POST', url, payload: { incarnation: 1 } }), 'stale-incarnation');
-    assertProblem(await onServer('heartbeatAgent', 404, { method: 'POST', url: '/v1/agents/A:ss9:c0:nobody/heartbeats', payload: { incarnation: 1 } }), 'agent-not-found');
+    assertProblem(await onServer('heartbeatAgent', 401, { method: 'POST', url: '/v1/agents/A:ss9:c0:nobody/heartbeats', payload: { incarnation: 1 } }), 'unauthenticated');
+    assertProblem(await onServer('heartbeatAgent', 403, { method: 'POST', url: '/v1/agents/A:ss9:c0:nobody/heartbeats', headers: { authorization: `Bearer ${restarted.credential}` }, payload: { incarnation: 1 } }), 'forbidden');
     assertProblem(await onServer('heartbeatAgent', 400, { method: 'POST', url, payload: { incarnation: 0 } }), 'validation-failed');
 
     const all = (await onServer('listAgents', 200, { method: 'GET', url: '/v1/agents' })).json<AgentList>();
@@ -515,13 +529,14 @@ describe('server', () => {
 
   it('takes inventory reports from its agents', async () => {
     const url = `/v1/agents/${c1AgentId}/inventory`;
-    const stored = await onServer('reportInventory', 200, { method: 'PUT', url, payload: c1Inventory() });
+    const headers = speakFor(c1AgentId);
+    const stored = await onServer('reportInventory', 200, { method: 'PUT', url, headers, payload: c1Inventory() });
     assert.deepEqual(stored.json(), { accepted: true, version: 1 });
-    const repeated = await onServer('reportInventory', 200, { method: 'PUT', url, payload: c1Inventory() });
+    const repeated = await onServer('reportInventory', 200, { method: 'PUT', url, headers, payload: c1Inventory() });
     assert.deepEqual(repeated.json(), { accepted: false, version: 1 });
-    assertProblem(await onServer('reportInventory', 409, { method: 'PUT', url, payload: c1Inventory({ cluster_id: 'c0' }) }), 'agent-mismatch');
-    assertProblem(await onServer('reportInventory', 404, { method: 'PUT', url: '/v1/agents/A:ss1:c1:nobody/inventory', payload: c1Inventory() }), 'agent-not-found');
-    assertProblem(await onServer('reportInventory', 400, { method: 'PUT', url, payload: c1Inventory({ version: 0 }) }), 'validation-failed');
+    assertProblem(await onServer('reportInventory', 409, { method: 'PUT', url, headers, payload: c1Inventory({ cluster_id: 'c0' }) }), 'agent-mismatch');
+    assertProblem(await onServer('reportInventory', 401, { method: 'PUT', url: '/v1/agents/A:ss1:c1:nobody/inventory', payload: c1Inventory() }), 'unauthenticated');
+    assertProblem(await onServer('reportInventory', 400, { method: 'PUT', url, headers, payload: c1Inventory({ version: 0 }) }), 'validation-failed');
     // c1's tasks stay queued from here on, so that they can be cancelled.
     server.app.duplex.agents.markUnreachable(c1AgentId, Number.POSITIVE_INFINITY);
   });
@@ -710,26 +725,24 @@ describe('server', () => {
     assertProblem(await onServer('listTasks', 400, { method: 'GET', url: '/v1/tasks?owner=me' }), 'validation-failed');
   });
 
-  it('judges task reports by their fencing token', async () => {
-    const done = (await onServer('listTasks', 200, { method: 'GET', url: '/v1/tasks?state=succeeded&limit=1' })).json<TaskList>().items[0];
-    assert.ok(done);
+  it('judges task reports by their fencing token, and takes them only on tasks dispatched to the agent', async () => {
+    const succeeded = (await onServer('listTasks', 200, { method: 'GET', url: '/v1/tasks?state=succeeded&limit=100' })).json<TaskList>().items;
+    const done = succeeded.find((task) => task.agent_id === c0AgentId);
+    assert.ok(done, 'a task c0 ran');
     const url = `/v1/agents/${c0AgentId}/task-reports`;
-    const results = await onServer('reportTaskStates', 200, {
+    const headers = speakFor(c0AgentId);
+    // The task is finished: a report of it is stale, and a batch of stale reports only is a 409.
+    const stale = await onServer('reportTaskStates', 409, {
       method: 'POST',
       url,
-      payload: {
-        reports: [
-          { task_id: done.id, attempt: done.attempt, fencing_token: done.fencing_token ?? 1, state: 'failed' },
-          { task_id: 'tsk_unknown', attempt: 1, fencing_token: 1, state: 'running' },
-        ],
-      },
+      headers,
+      payload: { reports: [{ task_id: done.id, attempt: done.attempt, fencing_token: done.fencing_token ?? 1, state: 'failed' }] },
     });
-    assert.deepEqual(results.json(), { results: [{ task_id: done.id, outcome: 'stale' }, { task_id: 'tsk_unknown', outcome: 'unknown' }] });
-    assertProblem(await onServer('reportTaskStates', 400, { method: 'POST', url, payload: { reports: [] } }), 'validation-failed');
-    assertProblem(
-      await onServer('reportTaskStates', 404, { method: 'POST', url: '/v1/agents/A:ss1:c0:nobody/task-reports', payload: { reports: [{ task_id: 'tsk_x', attempt: 1, fencing_token: 1, state: 'running' }] } }),
-      'agent-not-found',
-    );
+    assertProblem(stale, 'stale-fencing-token');
+    assertProblem(await onServer('reportTaskStates', 400, { method: 'POST', url, headers, payload: { reports: [] } }), 'validation-failed');
+    const never = { reports: [{ task_id: 'tsk_unknown', attempt: 1, fencing_token: 1, state: 'running' }] };
+    assertProblem(await onServer('reportTaskStates', 403, { method: 'POST', url, headers, payload: never }), 'forbidden');
+    assertProblem(await onServer('reportTaskStates', 401, { method: 'POST', url: '/v1/agents/A:ss1:c0:nobody/task-reports', payload: never }), 'unauthenticated');
   });
 
   it('administers devices through the cluster-manager that owns them', async () => {

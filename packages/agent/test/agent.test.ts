@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { buildApp as buildDriver, createBackend } from '@duplex/driver';
-import { freePort, waitFor } from '@duplex/testkit';
+import { freePort, testJoinToken, waitFor } from '@duplex/testkit';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../src/app.ts';
 import { loadAgentConfig } from '../src/config.ts';
@@ -11,6 +11,7 @@ interface Recorded {
   method: string;
   url: string;
   body: unknown;
+  authorization: string | undefined;
 }
 
 type Reply = (request: Recorded) => { status: number; body: unknown };
@@ -22,7 +23,7 @@ async function startPeer(port: number, route: Reply): Promise<{ server: Server; 
     let text = '';
     request.on('data', (chunk: Buffer) => (text += chunk.toString()));
     request.on('end', () => {
-      const recorded = { method: request.method ?? '', url: request.url ?? '', body: text ? JSON.parse(text) : undefined };
+      const recorded = { method: request.method ?? '', url: request.url ?? '', body: text ? JSON.parse(text) : undefined, authorization: request.headers.authorization };
       requests.push(recorded);
       const { status, body } = route(recorded);
       response.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
@@ -52,11 +53,15 @@ describe('agent against a server, a cluster-manager and a real driver', () => {
 
   const serverRoutes: Reply = (request) => {
     if (request.method === 'POST' && request.url === '/v1/agents') {
-      return { status: 201, body: { id: 'A:ss1:c0:ss1-c0-A', incarnation: 1, lease_ttl_ms: 3000, heartbeat_interval_ms: 50, lease_expires_at: new Date().toISOString(), server_id: 'A' } };
+      const credential = 'dpa_first-credential';
+      return { status: 201, body: { id: 'A:ss1:c0:ss1-c0-A', incarnation: 1, lease_ttl_ms: 3000, heartbeat_interval_ms: 50, lease_expires_at: new Date().toISOString(), server_id: 'A', credential, credential_expires_at: new Date(Date.now() + 60_000).toISOString() } };
     }
     if (request.url.endsWith('/heartbeats')) {
       if (forgetAgent) return { status: 404, body: { type: 'urn:duplex:problem:agent-not-found', title: 'No such agent', status: 404 } };
-      return { status: 200, body: { lease_expires_at: new Date().toISOString(), inventory_version: 3 } };
+      // The third heartbeat rotates the credential; later requests must carry the new one.
+      const beats = server!.requests.filter((recorded) => recorded.url.endsWith('/heartbeats')).length;
+      const rotation = beats === 3 ? { credential: 'dpa_second-credential', credential_expires_at: new Date(Date.now() + 60_000).toISOString() } : {};
+      return { status: 200, body: { lease_expires_at: new Date().toISOString(), inventory_version: 3, ...rotation } };
     }
     if (request.url.endsWith('/inventory')) return { status: 200, body: { accepted: true, version: 3 } };
     if (request.url.endsWith('/task-reports')) {
@@ -86,6 +91,7 @@ describe('agent against a server, a cluster-manager and a real driver', () => {
       SERVER_URL: `http://127.0.0.1:${serverPort}`,
       STORAGE_SYSTEM_ID: 'ss1',
       CLUSTER_ID: 'c0',
+      JOIN_TOKEN: testJoinToken,
       DRIVER_URL: driverUrl,
       CLUSTER_MANAGER_URL: `http://127.0.0.1:${typeof cmAddress === 'object' && cmAddress ? cmAddress.port : 0}`,
       REGISTER_RETRY_MAX_MS: '100',
@@ -119,6 +125,7 @@ describe('agent against a server, a cluster-manager and a real driver', () => {
     await waitFor('registration', async () => ((await agent.inject({ method: 'GET', url: '/readyz' })).statusCode === 200 ? true : undefined), 5_000);
     const registration = server.requests.find((request) => request.url === '/v1/agents');
     assert.deepEqual((registration?.body as { name: string; server_id: string; cluster_id: string }).name, 'ss1-c0-A');
+    assert.equal(registration?.authorization, `Bearer ${testJoinToken}`, 'the registration carries the join token');
     const report = await waitFor('inventory report', async () => server!.requests.find((request) => request.url.endsWith('/inventory')));
     assert.equal(report.method, 'PUT');
     assert.deepEqual(report.body, inventory);
@@ -128,6 +135,15 @@ describe('agent against a server, a cluster-manager and a real driver', () => {
       return current.inventory_version === 3 ? current : undefined;
     });
     assert.equal(status.agent_id, 'A:ss1:c0:ss1-c0-A');
+  });
+
+  it('sends its credential with its own requests, and the new one once a heartbeat rotates it', async () => {
+    const carried = (suffix: string) => server!.requests.filter((request) => request.url.endsWith(suffix)).map((request) => request.authorization);
+    await waitFor('a heartbeat after the rotation', async () => (carried('/heartbeats').length >= 5 ? true : undefined), 5_000);
+    const beats = carried('/heartbeats');
+    assert.deepEqual(beats.slice(0, 3), Array(3).fill('Bearer dpa_first-credential'));
+    assert.deepEqual([...new Set(beats.slice(4))], ['Bearer dpa_second-credential']);
+    assert.deepEqual([...new Set(carried('/inventory'))].filter((value) => value !== 'Bearer dpa_second-credential'), ['Bearer dpa_first-credential']);
   });
 
   it('runs a task through the driver and forwards the completion', async () => {

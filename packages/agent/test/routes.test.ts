@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { testJoinToken } from '@duplex/testkit';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../src/app.ts';
 import { loadAgentConfig } from '../src/config.ts';
@@ -16,6 +17,7 @@ describe('agent routes refuse bad input with problem documents', () => {
       SERVER_URL: 'http://127.0.0.1:9',
       STORAGE_SYSTEM_ID: 'ss1',
       CLUSTER_ID: 'c0',
+      JOIN_TOKEN: testJoinToken,
       DRIVER_URL: 'http://127.0.0.1:9',
       CLUSTER_MANAGER_URL: 'http://127.0.0.1:9',
     });

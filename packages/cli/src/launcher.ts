@@ -33,7 +33,18 @@ export interface RunningTopology {
 }
 
 /** The processes a topology needs, in start order: drivers, servers, then cluster-managers (which launch the agents). */
-export function processSpecs(topology: Topology, databaseUrl: string, adminToken: string): ProcessSpec[] {
+/** The secrets the processes start with: the servers' admin token, and each storage system's join token. */
+export interface TopologySecrets {
+  adminToken: string;
+  joinTokens: Record<string, string>;
+}
+
+/** A join token per storage system, new at each start: agents register anew at each start anyway. */
+export function newJoinTokens(topology: Topology): Record<string, string> {
+  return Object.fromEntries(topology.storage_systems.map((system) => [system.id, `dpj_${randomBytes(32).toString('base64url')}`]));
+}
+
+export function processSpecs(topology: Topology, databaseUrl: string, secrets: TopologySecrets): ProcessSpec[] {
   const drivers: ProcessSpec[] = [];
   const managers: ProcessSpec[] = [];
   for (const system of topology.storage_systems) {
@@ -66,6 +77,7 @@ export function processSpecs(topology: Topology, databaseUrl: string, adminToken
           DATABASE_URL: databaseUrl,
           DRIVER_URL: cluster.driver_url,
           CM_SERVERS: servers.map((server) => `${server.id}=${server.url}`).join(','),
+          JOIN_TOKEN: secrets.joinTokens[system.id] ?? '',
         },
       });
     }
@@ -80,7 +92,10 @@ export function processSpecs(topology: Topology, databaseUrl: string, adminToken
       SERVER_PORT: String(portOf(server.url)),
       SERVER_PUBLIC_URL: server.url.replace(/\/$/, ''),
       DATABASE_URL: databaseUrl,
-      ADMIN_TOKEN: adminToken,
+      ADMIN_TOKEN: secrets.adminToken,
+      JOIN_TOKENS: Object.entries(secrets.joinTokens)
+        .map(([systemId, token]) => `${systemId}=${token}`)
+        .join(','),
     },
   }));
   return [...drivers, ...servers, ...managers];
@@ -91,6 +106,7 @@ export function processSpecs(topology: Topology, databaseUrl: string, adminToken
  * migrations, device directories, then every process, each waited for until ready.
  */
 export async function runTopology(topology: Topology, options: { databaseUrl?: string; adminToken: string; say: (line: string) => void }): Promise<RunningTopology> {
+  const secrets: TopologySecrets = { adminToken: options.adminToken, joinTokens: newJoinTokens(topology) };
   const { say } = options;
   let postgres: RunningPostgres | undefined;
   let databaseUrl = options.databaseUrl;
@@ -135,7 +151,7 @@ export async function runTopology(topology: Topology, options: { databaseUrl?: s
     // Every process starts at once: a cluster-manager waits for its driver by itself (up to
     // DRIVER_WAIT_MS), and agents retry their registration until their server listens, so
     // starting in waves would only add each wave's slowest start to the wait.
-    const specs = processSpecs(topology, databaseUrl, options.adminToken);
+    const specs = processSpecs(topology, databaseUrl, secrets);
     await Promise.all(specs.map((spec) => waitUntilReady(spec, spawnChild(spec))));
   } catch (error) {
     await stop();

@@ -8,6 +8,12 @@ export const clusterManagerConfigSchema = defineConfig({
   CM_PUBLIC_URL: { type: 'string', format: 'uri', description: 'The URL agents reach this cluster-manager at (default: http://CM_HOST:CM_PORT).' },
   DATABASE_URL: { type: 'string', required: true, description: 'The Postgres connection URL.' },
   DRIVER_URL: { type: 'string', format: 'uri', default: 'http://127.0.0.1:7421', description: "The cluster's driver." },
+  JOIN_TOKEN: {
+    type: 'string',
+    required: true,
+    pattern: '^[\\x21-\\x2B\\x2D-\\x3C\\x3E-\\x7E]{32,512}$',
+    description: "The storage system's join token (as in the servers' JOIN_TOKENS): the agents this cluster-manager launches register with it.",
+  },
   CM_SERVERS: {
     type: 'string',
     pattern: '^[A-Za-z0-9][A-Za-z0-9_-]*=https?://[^,=]+(,[A-Za-z0-9][A-Za-z0-9_-]*=https?://[^,=]+)*$',

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { buildApp as buildDriver, createBackend } from '@duplex/driver';
-import { createTestDatabase, freePort, processExists, waitFor, type TestDatabase } from '@duplex/testkit';
+import { createTestDatabase, freePort, processExists, testJoinToken, waitFor, type TestDatabase } from '@duplex/testkit';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../src/app.ts';
 import { loadClusterManagerConfig } from '../src/config.ts';
@@ -42,6 +42,7 @@ describe('cluster-manager with a real driver and real agent processes', () => {
       CM_PORT: String(await freePort()),
       DRIVER_URL: driverUrl,
       CM_SERVERS: `A=http://127.0.0.1:${await freePort()}`,
+      JOIN_TOKEN: testJoinToken,
       AGENT_RESTART_BASE_MS: '20',
     });
     manager = await buildApp({ config, db: tdb.db, logger: false });
@@ -147,6 +148,7 @@ describe('a cluster-manager whose driver is slow to start', () => {
       CM_PORT: String(await freePort()),
       DRIVER_URL: `http://127.0.0.1:${driverPort}`,
       CM_SERVERS: `A=http://127.0.0.1:${await freePort()}`,
+      JOIN_TOKEN: testJoinToken,
       CLUSTER_LEASE_TTL_MS: '300',
     });
     const manager = await buildApp({ config, db: tdb.db, logger: false });

@@ -12,7 +12,7 @@ import {
   type EmbeddedPostgresServer,
   type ServiceRuntime,
 } from '@duplex/shared';
-import { bearer, createTestDatabase, freePort, testAdminToken, waitFor, type TestDatabase } from '@duplex/testkit';
+import { bearer, createTestDatabase, freePort, testAdminToken, testJoinToken, waitFor, type TestDatabase } from '@duplex/testkit';
 
 /**
  * Leases long enough that a loaded machine never fails a live process over, for tests that
@@ -120,7 +120,7 @@ export class TopologyHarness {
     );
     mkdirSync(this.topology.logs_dir, { recursive: true });
     await prepareTopology(this.topology, this.databaseUrl, () => {});
-    const specs = processSpecs(this.topology, this.databaseUrl, testAdminToken);
+    const specs = processSpecs(this.topology, this.databaseUrl, { adminToken: testAdminToken, joinTokens: { ss1: testJoinToken } });
     for (const role of ['driver', 'server', 'cluster-manager'] as const) {
       await Promise.all(specs.filter((spec) => spec.role === role).map((spec) => this.launch(spec)));
     }

@@ -39,6 +39,19 @@ export const serverConfigSchema = defineConfig({
     description:
       'An admin API token (32 to 512 visible ASCII characters) this server accepts and records (hashed) at start, to create the other tokens with. Without it, a server that finds no admin token in the database creates one and prints it once on standard error.',
   },
+  JOIN_TOKENS: {
+    type: 'string',
+    pattern: '^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})=[\\x21-\\x2B\\x2D-\\x3C\\x3E-\\x7E]{32,512}(,(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})=[\\x21-\\x2B\\x2D-\\x3C\\x3E-\\x7E]{32,512})*$',
+    description:
+      "The join token of each storage system, as `ss1=<token>,ss2=<token>` (32 to 512 visible characters, no comma or equals sign); `*=<token>` serves the storage systems not named. An agent registers only with its storage system's token; a storage system without one takes no agents.",
+  },
+  AGENT_CREDENTIAL_TTL_MS: {
+    type: 'integer',
+    minimum: 60_000,
+    maximum: 31_536_000_000,
+    default: 86_400_000,
+    description: "How long an agent's credential lives. A heartbeat past half of it gives the agent a new one; an agent whose credential expired registers again.",
+  },
   AUTH_FAILURE_LIMIT: {
     type: 'integer',
     minimum: 1,

@@ -2,10 +2,11 @@ import { randomUUID } from 'node:crypto';
 import type { Database, Registry } from '@duplex/shared';
 import type { FastifyBaseLogger } from 'fastify';
 import type { ServerConfig } from './config.ts';
+import { parseJoinTokens } from './lib/agent-credentials.ts';
 import { AgentRegistry } from './lib/agent-registry.ts';
 import { InventoryView } from './lib/inventory-view.ts';
 import { ServerMetrics } from './metrics.ts';
-import { agentsOfServer } from './repositories/agents.ts';
+import { agentsOfServer, storedCredentials } from './repositories/agents.ts';
 import { loadServerInventories } from './repositories/inventories.ts';
 import { Authenticator } from './services/authenticator.ts';
 import { Dispatcher } from './services/dispatcher.ts';
@@ -36,7 +37,15 @@ export async function createServerContext(config: ServerConfig, db: Database, lo
   const inventory = new InventoryView();
   const metrics = new ServerMetrics(registry, { db, inventory, log });
   for (const row of await agentsOfServer(db, config.SERVER_ID)) {
-    agents.upsert({ id: row.id, storage_system_id: row.storage_system_id, cluster_id: row.cluster_id, url: row.url, incarnation: row.incarnation, leaseExpiresAt: row.lease_expires_at.getTime() });
+    agents.upsert({
+      id: row.id,
+      storage_system_id: row.storage_system_id,
+      cluster_id: row.cluster_id,
+      url: row.url,
+      incarnation: row.incarnation,
+      leaseExpiresAt: row.lease_expires_at.getTime(),
+      credentials: storedCredentials(row),
+    });
   }
   for (const view of await loadServerInventories(db, config.SERVER_ID)) inventory.apply(view);
   const lease = { expiresAt: 0 };
@@ -63,7 +72,7 @@ export async function createServerContext(config: ServerConfig, db: Database, lo
       connectionString: config.DATABASE_URL,
       applicationName: `duplex-server-${config.SERVER_ID}-events`,
     }),
-    authenticator: new Authenticator(db, { cacheMs: config.TOKEN_CACHE_MS, failureLimit: config.AUTH_FAILURE_LIMIT, failureWindowMs: config.AUTH_FAILURE_WINDOW_MS }),
+    authenticator: new Authenticator(db, agents, parseJoinTokens(config.JOIN_TOKENS), { cacheMs: config.TOKEN_CACHE_MS, failureLimit: config.AUTH_FAILURE_LIMIT, failureWindowMs: config.AUTH_FAILURE_WINDOW_MS }),
     lease,
     instance: { id: randomUUID(), startedAt: new Date() },
   };

@@ -82,8 +82,14 @@ export function mountContract(
         method: method.toUpperCase() as Uppercase<(typeof httpMethods)[number]>,
         url: toRouterPath(path),
         schema: routeSchema(operation),
-        // x-duplex-role: the least role a caller's token must carry; absent on open operations.
-        config: { operationId: operation.operationId, openApiPath: path, role: typeof operation['x-duplex-role'] === 'string' ? operation['x-duplex-role'] : undefined },
+        // x-duplex-role: the least role a user's token must carry; x-duplex-caller: who else may
+        // call (agents, with their credentials). Both are absent on open operations.
+        config: {
+          operationId: operation.operationId,
+          openApiPath: path,
+          role: typeof operation['x-duplex-role'] === 'string' ? operation['x-duplex-role'] : undefined,
+          caller: typeof operation['x-duplex-caller'] === 'string' ? operation['x-duplex-caller'] : undefined,
+        },
         handler: handler as never,
       });
     }

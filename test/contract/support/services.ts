@@ -4,7 +4,7 @@ import { buildApp as buildClusterManagerApp, loadClusterManagerConfig } from '@d
 import { buildApp as buildDriverApp, createExecutor, createMemoryStore, type DeviceLabel, type MemoryDeviceStore } from '@duplex/driver';
 import { buildApp as buildServerApp, loadServerConfig } from '@duplex/server';
 import type { Database } from '@duplex/shared';
-import { injectWithToken, testAdminToken } from '@duplex/testkit';
+import { injectWithToken, testAdminToken, testJoinToken, testJoinTokens } from '@duplex/testkit';
 
 export const GiB = 1024 ** 3;
 export const MiB = 1024 ** 2;
@@ -37,7 +37,7 @@ export async function driverApp(devices: readonly DeviceLabel[]): Promise<{ app:
 }
 
 export async function serverApp(db: Database, databaseUrl: string, env: Record<string, string> = {}): Promise<App> {
-  return injectWithToken(await buildServerApp({ config: loadServerConfig({ DATABASE_URL: databaseUrl, SERVER_ID: 'A', ADMIN_TOKEN: testAdminToken, ...env }), db, logger: false }));
+  return injectWithToken(await buildServerApp({ config: loadServerConfig({ DATABASE_URL: databaseUrl, SERVER_ID: 'A', ADMIN_TOKEN: testAdminToken, JOIN_TOKENS: testJoinTokens, ...env }), db, logger: false }));
 }
 
 export async function agentApp(env: Record<string, string> = {}): Promise<App> {
@@ -47,6 +47,7 @@ export async function agentApp(env: Record<string, string> = {}): Promise<App> {
     SERVER_URL: 'http://127.0.0.1:9',
     STORAGE_SYSTEM_ID: 'ss1',
     CLUSTER_ID: 'c1',
+    JOIN_TOKEN: testJoinToken,
     DRIVER_URL: 'http://127.0.0.1:9',
     CLUSTER_MANAGER_URL: 'http://127.0.0.1:9',
     ...env,
@@ -55,7 +56,7 @@ export async function agentApp(env: Record<string, string> = {}): Promise<App> {
 }
 
 export async function clusterManagerApp(db: Database, databaseUrl: string, env: Record<string, string> = {}): Promise<App> {
-  const config = loadClusterManagerConfig({ DATABASE_URL: databaseUrl, STORAGE_SYSTEM_ID: 'ss1', CLUSTER_ID: 'c0', ...env });
+  const config = loadClusterManagerConfig({ DATABASE_URL: databaseUrl, STORAGE_SYSTEM_ID: 'ss1', CLUSTER_ID: 'c0', JOIN_TOKEN: testJoinToken, ...env });
   return buildClusterManagerApp({ config, db, logger: false });
 }
 

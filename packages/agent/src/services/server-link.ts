@@ -10,6 +10,15 @@ type HeartbeatResponse = ServerApi.components['schemas']['HeartbeatResponse'];
 type Inventory = ClusterManagerApi.components['schemas']['Inventory'];
 
 const reportBatchLimit = 1000;
+
+const bearer = (secret: string): { authorization: string } => ({ authorization: `Bearer ${secret}` });
+
+/**
+ * The server no longer takes this registration: it does not know the agent (404), a newer
+ * incarnation is registered (409), or the credential is unknown or expired (401). The agent
+ * registers again.
+ */
+const registrationLost = (status: number): boolean => status === 401 || status === 404 || status === 409;
 /** The version check runs once a heartbeat; a cluster-manager this slow is checked again at the next. */
 const reconcileTimeoutMs = 1_000;
 
@@ -77,7 +86,7 @@ export class ServerLink {
     };
     for (let attempt = 0; !this.abort.signal.aborted; attempt += 1) {
       try {
-        const response = await this.server.call<Registration>('POST', '/v1/agents', { body });
+        const response = await this.server.call<Registration>('POST', '/v1/agents', { body, headers: bearer(this.config.JOIN_TOKEN) });
         if (response.status === 200 || response.status === 201) {
           this.registration = response.body;
           this.log.info({ agent_id: response.body.id, incarnation: response.body.incarnation }, 'registered with the server');
@@ -106,9 +115,15 @@ export class ServerLink {
     try {
       const response = await this.server.call<HeartbeatResponse>('POST', `/v1/agents/${encodeURIComponent(registration.id)}/heartbeats`, {
         body: { incarnation: registration.incarnation, ...(this.reportedInventoryVersion !== null ? { inventory_version: this.reportedInventoryVersion } : {}) },
+        headers: bearer(registration.credential),
       });
-      this.metrics?.heartbeat(response.status === 200 ? 'renewed' : response.status === 404 || response.status === 409 ? 'refused' : 'failed');
-      if (response.status === 404 || response.status === 409) {
+      this.metrics?.heartbeat(response.status === 200 ? 'renewed' : registrationLost(response.status) ? 'refused' : 'failed');
+      if (response.status === 200 && response.body.credential && response.body.credential_expires_at) {
+        // The server rotated the credential: the old one stays valid until it expires, for requests already sent.
+        registration.credential = response.body.credential;
+        registration.credential_expires_at = response.body.credential_expires_at;
+      }
+      if (registrationLost(response.status)) {
         this.log.warn({ status: response.status }, 'the server no longer knows this registration; registering again');
         void this.register();
         return;
@@ -175,9 +190,9 @@ export class ServerLink {
       const response = await this.server.call<{ accepted: boolean; version: number }>(
         'PUT',
         `/v1/agents/${encodeURIComponent(registration.id)}/inventory`,
-        { body: inventory.body },
+        { body: inventory.body, headers: bearer(registration.credential) },
       );
-      if (response.status === 404) {
+      if (registrationLost(response.status)) {
         void this.register();
         return;
       }
@@ -228,7 +243,7 @@ export class ServerLink {
       const response = await this.server.call<{ results: { task_id: string; outcome: string }[] }>(
         'POST',
         `/v1/agents/${encodeURIComponent(registration.id)}/task-reports`,
-        { body: { reports: batch } },
+        { body: { reports: batch }, headers: bearer(registration.credential) },
       );
       if (response.status === 200) {
         const stale = response.body.results.filter((result) => result.outcome !== 'applied');
@@ -240,7 +255,12 @@ export class ServerLink {
         this.log.info({ stale: batch.length }, 'the server refused stale reports');
         return true;
       }
-      if (response.status === 404) void this.register();
+      // Reports on tasks this agent was never given can never be taken: they are dropped, not resent.
+      if (response.status === 403) {
+        this.log.warn({ reports: batch.length, problem: response.body }, 'the server refused reports on tasks not dispatched to this agent; dropped');
+        return true;
+      }
+      if (registrationLost(response.status)) void this.register();
       this.log.warn({ status: response.status }, 'the server refused the reports');
     } catch (error) {
       this.log.warn({ err: (error as Error).message }, 'could not send reports');

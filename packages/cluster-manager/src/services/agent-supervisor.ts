@@ -92,6 +92,7 @@ export class AgentSupervisor {
       CLUSTER_ID: this.config.CLUSTER_ID,
       DRIVER_URL: this.config.DRIVER_URL,
       CLUSTER_MANAGER_URL: this.config.CM_PUBLIC_URL,
+      JOIN_TOKEN: this.config.JOIN_TOKEN,
       AGENT_HOST: this.config.AGENT_HOST,
       AGENT_PUBLIC_HOST: this.config.AGENT_PUBLIC_HOST ?? this.config.AGENT_HOST,
       AGENT_PORT: '0',

@@ -673,8 +673,8 @@ export interface components {
          */
         SizeBytes: number;
         /**
-         * @description An agent's id.
-         * @example A:ss1:c0
+         * @description An agent's id: its server, storage system, cluster and name.
+         * @example A:ss1:c0:ss1-c0-A
          */
         AgentId: string;
         /**
@@ -711,6 +711,9 @@ export interface components {
             heartbeat_interval_ms: number;
             lease_expires_at: components["schemas"]["Timestamp"];
             server_id: components["schemas"]["ServerId"];
+            /** @description The agent's credential (`dpa_…`): its heartbeats and reports carry it as `Authorization: Bearer <credential>`. Bound to this agent, its cluster and this server. */
+            credential: string;
+            credential_expires_at: components["schemas"]["Timestamp"];
         };
         Agent: {
             id: components["schemas"]["AgentId"];
@@ -740,6 +743,9 @@ export interface components {
             lease_expires_at: components["schemas"]["Timestamp"];
             /** @description The version this server holds for the agent's cluster; the agent reports again when it is behind. */
             inventory_version: number | null;
+            /** @description A new credential, given when half of the current one's life is gone: the agent uses it from now on (the old one stays valid until it expires). */
+            credential?: string;
+            credential_expires_at?: components["schemas"]["Timestamp"];
         };
         /**
          * @description `available`: tasks run on it. `unavailable`: the driver finds it gone, unreadable or marked
@@ -1429,9 +1435,11 @@ export interface operations {
                 };
             };
             400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
             409: components["responses"]["Conflict"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["TooManyFailures"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -1496,10 +1504,13 @@ export interface operations {
                 };
             };
             400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             409: components["responses"]["Conflict"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["TooManyFailures"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -1563,10 +1574,13 @@ export interface operations {
                 };
             };
             400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             409: components["responses"]["Conflict"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["TooManyFailures"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -1621,10 +1635,13 @@ export interface operations {
                 };
             };
             400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             409: components["responses"]["Conflict"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["TooManyFailures"];
             503: components["responses"]["Unavailable"];
         };
     };

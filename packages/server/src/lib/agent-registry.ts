@@ -1,3 +1,5 @@
+import { matchesCredential, type StoredCredential } from './agent-credentials.ts';
+
 /** This server's own agents, for routing. Only this process writes its agents' rows. */
 export interface RegisteredAgent {
   id: string;
@@ -8,7 +10,12 @@ export interface RegisteredAgent {
   leaseExpiresAt: number;
   /** Dispatch skips the agent until then, after it failed to take a dispatch. */
   unreachableUntil: number;
+  /** The agent's credentials (hashes), newest first: its requests must carry one of them. */
+  credentials: StoredCredential[];
 }
+
+/** Who presented a credential for an agent: that agent, another agent of this server, or nobody known. */
+export type CredentialCheck = 'agent' | 'other-agent' | 'unknown';
 
 export class AgentRegistry {
   private readonly agents = new Map<string, RegisteredAgent>();
@@ -22,9 +29,10 @@ export class AgentRegistry {
     return `${storageSystemId}/${clusterId}`;
   }
 
-  upsert(agent: Omit<RegisteredAgent, 'unreachableUntil'>): void {
-    const registered = { ...agent, unreachableUntil: 0 };
+  /** Adds or updates an agent; without `credentials` it keeps those it holds. */
+  upsert(agent: Omit<RegisteredAgent, 'unreachableUntil' | 'credentials'> & { credentials?: StoredCredential[] }): void {
     const previous = this.agents.get(agent.id);
+    const registered: RegisteredAgent = { ...agent, unreachableUntil: 0, credentials: agent.credentials ?? previous?.credentials ?? [] };
     const key = AgentRegistry.clusterKey(agent.storage_system_id, agent.cluster_id);
     if (previous) {
       const previousKey = AgentRegistry.clusterKey(previous.storage_system_id, previous.cluster_id);
@@ -39,6 +47,25 @@ export class AgentRegistry {
 
   get(id: string): RegisteredAgent | undefined {
     return this.agents.get(id);
+  }
+
+  /** Replaces the agent's credentials (a rotation or a new registration). */
+  setCredentials(id: string, credentials: StoredCredential[]): void {
+    const agent = this.agents.get(id);
+    if (agent) agent.credentials = credentials;
+  }
+
+  /**
+   * Whether a credential (its hash) is agent `id`'s own; if not, whether it belongs to another
+   * of this server's agents, which is a refusal (403) rather than a stranger (401).
+   */
+  checkCredential(id: string, presentedSha256: string, now = Date.now()): CredentialCheck {
+    const agent = this.agents.get(id);
+    if (agent && matchesCredential(presentedSha256, agent.credentials, now)) return 'agent';
+    for (const other of this.agents.values()) {
+      if (other.id !== id && matchesCredential(presentedSha256, other.credentials, now)) return 'other-agent';
+    }
+    return 'unknown';
   }
 
   all(): IterableIterator<RegisteredAgent> {

@@ -1,4 +1,4 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, onRequestHookHandler } from 'fastify';
 import type { ServerContext } from '../context.ts';
 import { isRole, newTokenId, newTokenSecret, secretHash } from '../lib/tokens.ts';
 import { ensureAdminToken } from '../repositories/tokens.ts';
@@ -12,17 +12,30 @@ declare module 'fastify' {
 }
 
 /**
- * Users' API tokens: makes sure an admin token exists, then checks the token of every request
- * to an operation that names a role (x-duplex-role), before its body is read, so a request
- * without the role is refused without parsing what it sent.
+ * Users' API tokens and agents' credentials: makes sure an admin token exists, then checks the
+ * token of every request to an operation that names a role (x-duplex-role), and the credential
+ * of every agent request (x-duplex-caller: agent), before the body is read, so a request
+ * without them is refused without parsing what it sent.
  */
 export async function installAuthentication(app: FastifyInstance, context: ServerContext): Promise<void> {
   await ensureAdmin(context);
   app.decorateRequest('caller', null);
-  app.addHook('onRequest', async (request) => {
-    const { role, operationId } = request.routeOptions.config as { role?: unknown; operationId?: string };
-    if (!isRole(role)) return;
-    request.caller = await context.authenticator.authorize(request.headers.authorization, role, operationId ?? request.url, request.ip);
+  // A hook on the routes that need it (added as each route is), so open routes pay nothing.
+  app.addHook('onRoute', (route) => {
+    const { role, caller, operationId } = (route.config ?? {}) as { role?: unknown; caller?: unknown; operationId?: string };
+    let check: onRequestHookHandler | undefined;
+    if (isRole(role)) {
+      check = async (request) => {
+        request.caller = await context.authenticator.authorize(request.headers.authorization, role, operationId ?? request.url, request.ip);
+      };
+    } else if (caller === 'agent') {
+      // The agent's id is the path's: a credential speaks for its own agent only.
+      check = async (request) => context.authenticator.authorizeAgent(request.headers.authorization, (request.params as { id?: string }).id ?? '', request.ip);
+    }
+    // A joining agent's token is checked against its storage system's, named in the body: see registerAgent.
+    if (!check) return;
+    const existing = route.onRequest === undefined ? [] : Array.isArray(route.onRequest) ? route.onRequest : [route.onRequest];
+    route.onRequest = [check, ...existing];
   });
 }
 

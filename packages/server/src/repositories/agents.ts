@@ -113,8 +113,8 @@ export async function findAgent(db: Queryable, id: string): Promise<AgentRow | u
   return db<AgentRow>('agents').where({ id }).first();
 }
 
-export async function agentsOfServer(db: Queryable, serverId: string): Promise<AgentRow[]> {
-  return db<AgentRow>('agents').where({ server_id: serverId });
+export async function agentsOfServer(db: Queryable, serverId: string): Promise<(AgentRow & AgentCredentialRow)[]> {
+  return db<AgentRow & AgentCredentialRow>('agents').where({ server_id: serverId });
 }
 
 export interface AgentFilters {
@@ -168,4 +168,34 @@ export async function serversWithLiveAgent(db: Queryable, exceptServerId: string
     .orderBy('a.server_id')
     .select('a.server_id');
   return rows.map((row) => row.server_id);
+}
+
+/** What a server keeps of an agent's credentials: the current one and the one before it. */
+export interface AgentCredentialRow {
+  credential_sha256: string | null;
+  credential_expires_at: Date | null;
+  previous_credential_sha256: string | null;
+  previous_credential_expires_at: Date | null;
+}
+
+/** Gives the agent a new credential; the current one becomes the previous, valid until it expires. */
+export async function rotateAgentCredential(db: Queryable, id: string, sha256: string, expiresAt: Date): Promise<void> {
+  await db('agents')
+    .where({ id })
+    .update({
+      previous_credential_sha256: db.ref('credential_sha256'),
+      previous_credential_expires_at: db.ref('credential_expires_at'),
+      credential_sha256: sha256,
+      credential_expires_at: expiresAt,
+    });
+}
+
+/** An agent row's credentials as the registry holds them, newest first. */
+export function storedCredentials(row: AgentCredentialRow): { sha256: string; expiresAt: number }[] {
+  const held: { sha256: string; expiresAt: number }[] = [];
+  if (row.credential_sha256 && row.credential_expires_at) held.push({ sha256: row.credential_sha256, expiresAt: row.credential_expires_at.getTime() });
+  if (row.previous_credential_sha256 && row.previous_credential_expires_at) {
+    held.push({ sha256: row.previous_credential_sha256, expiresAt: row.previous_credential_expires_at.getTime() });
+  }
+  return held;
 }

@@ -206,6 +206,21 @@ export async function requeueAttempts(db: Queryable, attempts: { id: string; fen
   return rows;
 }
 
+/**
+ * Of the given task ids, those never dispatched to the agent (no `dispatched` step of its in the
+ * task's history): an agent reports only on work it was given, earlier attempts included.
+ */
+export async function tasksNeverDispatchedTo(db: Queryable, agentId: string, taskIds: string[]): Promise<string[]> {
+  const unique = [...new Set(taskIds)];
+  if (unique.length === 0) return [];
+  const { rows } = await db.raw<{ rows: { task_id: string }[] }>(
+    `select given.task_id from unnest(?::text[]) as given(task_id)
+      where not exists (select 1 from task_history h where h.task_id = given.task_id and h.agent_id = ? and h.state = 'dispatched')`,
+    [unique, agentId],
+  );
+  return rows.map((row) => row.task_id);
+}
+
 /** Requeues every open attempt held by an agent (used when it comes back as a new incarnation). */
 export async function requeueAgentAttempts(db: Queryable, agentId: string): Promise<TaskRow[]> {
   return db<TaskRow>('tasks')

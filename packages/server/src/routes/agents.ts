@@ -2,12 +2,13 @@ import type { ServerApi } from '@duplex/contracts';
 import { parseTraceparent, ProblemError, traceLogFields, type OperationHandlers } from '@duplex/shared';
 import type { FastifyBaseLogger } from 'fastify';
 import type { ServerContext } from '../context.ts';
+import { dueForRotation, newAgentCredential } from '../lib/agent-credentials.ts';
 import { agentIdOf } from '../lib/ids.ts';
 import { GroupCommitQueue } from '../lib/group-commit.ts';
 import { maxRenewalsPerStatement, renewAgentLeases, renewedFor, renewLostAgentLeases, type LeaseRenewal, type RenewedLease } from '../repositories/agent-leases.ts';
 import * as agents from '../repositories/agents.ts';
 import { storeInventoryReport } from '../repositories/inventories.ts';
-import { recordTransitions, requeueAgentAttempts, requeueAttemptsOnMovedDevices, type StateReport } from '../repositories/tasks.ts';
+import { recordTransitions, requeueAgentAttempts, requeueAttemptsOnMovedDevices, tasksNeverDispatchedTo, type StateReport } from '../repositories/tasks.ts';
 
 type Ops = ServerApi.operations;
 
@@ -27,6 +28,19 @@ export function agentHandlers(context: ServerContext): Pick<OperationHandlers<Op
   const renewals = leaseQueue(renewAgentLeases, renewalStatementsInFlight);
   const returns = leaseQueue(renewLostAgentLeases, 1);
 
+  /**
+   * A new credential for the agent when half of its current one's life is gone: stored (the
+   * current one stays valid until it expires) and answered with the heartbeat.
+   */
+  async function rotateIfDue(id: string): Promise<{ credential: string; credential_expires_at: string } | undefined> {
+    const held = context.agents.get(id)?.credentials ?? [];
+    if (!dueForRotation(held[0], config.AGENT_CREDENTIAL_TTL_MS)) return undefined;
+    const credential = newAgentCredential(config.AGENT_CREDENTIAL_TTL_MS);
+    await agents.rotateAgentCredential(db, id, credential.stored.sha256, new Date(credential.stored.expiresAt));
+    context.agents.setCredentials(id, [credential.stored, ...held.slice(0, 1)]);
+    return { credential: credential.secret, credential_expires_at: new Date(credential.stored.expiresAt).toISOString() };
+  }
+
   /** The agent must be one of this server's, registered under the given id. */
   async function ownAgent(id: string): Promise<agents.AgentRow> {
     const row = await agents.findAgent(db, id);
@@ -37,12 +51,15 @@ export function agentHandlers(context: ServerContext): Pick<OperationHandlers<Op
   return {
     async registerAgent(request, reply) {
       const body = request.body;
+      context.authenticator.admitJoining(request.headers.authorization, body.storage_system_id, request.ip);
       if (body.server_id !== config.SERVER_ID) {
         throw new ProblemError('wrong-server', `this is server ${config.SERVER_ID}; the agent is configured for server ${body.server_id}`);
       }
       const id = agentIdOf(body);
+      const credential = newAgentCredential(config.AGENT_CREDENTIAL_TTL_MS);
       const { row, created, newIncarnation } = await db.transaction(async (trx) => {
         const result = await agents.upsertAgent(trx, id, body, config.AGENT_LEASE_TTL_MS);
+        await agents.rotateAgentCredential(trx, id, credential.stored.sha256, new Date(credential.stored.expiresAt));
         await agents.recordRegistration(trx, result);
         if (result.created || result.newIncarnation) {
           // The previous incarnation's attempts died with it: run them again under new tokens.
@@ -57,6 +74,8 @@ export function agentHandlers(context: ServerContext): Pick<OperationHandlers<Op
         url: row.url,
         incarnation: row.incarnation,
         leaseExpiresAt: row.lease_expires_at.getTime(),
+        // A new registration starts with the new credential alone: the old one's process is gone or starting over.
+        credentials: [credential.stored],
       });
       if (created || newIncarnation) request.log.info({ agent_id: id, incarnation: row.incarnation }, 'agent registered');
       context.dispatcher.kick();
@@ -67,6 +86,8 @@ export function agentHandlers(context: ServerContext): Pick<OperationHandlers<Op
         heartbeat_interval_ms: config.AGENT_HEARTBEAT_INTERVAL_MS,
         lease_expires_at: row.lease_expires_at.toISOString(),
         server_id: config.SERVER_ID,
+        credential: credential.secret,
+        credential_expires_at: new Date(credential.stored.expiresAt).toISOString(),
       });
     },
 
@@ -92,7 +113,8 @@ export function agentHandlers(context: ServerContext): Pick<OperationHandlers<Op
       }
       context.agents.renew(id, renewed.lease_expires_at.getTime());
       const view = context.inventory.cluster(renewed.storage_system_id, renewed.cluster_id);
-      return { lease_expires_at: renewed.lease_expires_at.toISOString(), inventory_version: view?.version ?? null };
+      const answer = { lease_expires_at: renewed.lease_expires_at.toISOString(), inventory_version: view?.version ?? null };
+      return { ...answer, ...(await rotateIfDue(id)) };
     },
 
     async reportInventory(request) {
@@ -119,6 +141,10 @@ export function agentHandlers(context: ServerContext): Pick<OperationHandlers<Op
 
     async reportTaskStates(request) {
       await ownAgent(request.params.id);
+      const strangers = await tasksNeverDispatchedTo(db, request.params.id, request.body.reports.map((report) => report.task_id));
+      if (strangers.length > 0) {
+        throw new ProblemError('forbidden', `agent '${request.params.id}' reports on tasks never dispatched to it: ${strangers.slice(0, 10).join(', ')}`);
+      }
       const outcomes = await context.tasks.applyReports(request.body.reports);
       logAppliedReports(request.server.log, String(request.id), request.body.reports, outcomes);
       const values = [...outcomes.values()];

@@ -1,4 +1,6 @@
 import { ProblemError, type Database } from '@duplex/shared';
+import { joinTokenFor, matchesJoinToken } from '../lib/agent-credentials.ts';
+import type { AgentRegistry } from '../lib/agent-registry.ts';
 import { AuthFailures } from '../lib/auth-failures.ts';
 import { allows, bearerToken, secretHash, type Role } from '../lib/tokens.ts';
 import { findUsableToken, type TokenRow } from '../repositories/tokens.ts';
@@ -18,10 +20,44 @@ export class Authenticator {
 
   constructor(
     private readonly db: Database,
+    private readonly agents: AgentRegistry,
+    private readonly joinTokens: ReadonlyMap<string, string>,
     options: { cacheMs: number; failureLimit: number; failureWindowMs: number },
   ) {
     this.cacheMs = options.cacheMs;
     this.failures = new AuthFailures(options.failureLimit, options.failureWindowMs);
+  }
+
+  /** An agent's registration must carry its storage system's join token (401 otherwise, counted). */
+  admitJoining(header: string | string[] | undefined, storageSystemId: string, address: string): void {
+    this.refuseIfBlocked(address);
+    const given = bearerToken(header);
+    const expected = joinTokenFor(this.joinTokens, storageSystemId);
+    if (given !== undefined && matchesJoinToken(given, expected)) return;
+    this.failures.fail(address);
+    if (expected === undefined) throw new ProblemError('unauthenticated', `this server has no join token for storage system '${storageSystemId}' (JOIN_TOKENS)`);
+    throw new ProblemError('unauthenticated', given === undefined ? 'a registration carries its storage system\'s join token as a bearer token' : 'the join token is wrong');
+  }
+
+  /**
+   * A request of agent `agentId` must carry that agent's credential: 401 without a known one
+   * (counted), 403 with another agent's.
+   */
+  authorizeAgent(header: string | string[] | undefined, agentId: string, address: string): void {
+    this.refuseIfBlocked(address);
+    const secret = bearerToken(header);
+    const check = secret === undefined ? 'unknown' : this.agents.checkCredential(agentId, secretHash(secret));
+    if (check === 'agent') return;
+    if (check === 'other-agent') throw new ProblemError('forbidden', `the credential is another agent's, not agent '${agentId}''s`);
+    this.failures.fail(address);
+    throw new ProblemError('unauthenticated', secret === undefined ? 'an agent\'s request carries its credential as a bearer token' : `the credential is not agent '${agentId}''s, or it expired: register again`);
+  }
+
+  private refuseIfBlocked(address: string): void {
+    const blockedFor = this.failures.blockedForSeconds(address);
+    if (blockedFor > 0) {
+      throw new ProblemError('too-many-failures', `too many failed authentications from ${address}; try again in ${blockedFor} s`, { retryAfterSeconds: blockedFor });
+    }
   }
 
   /**
@@ -30,10 +66,7 @@ export class Authenticator {
    * address failed too often lately; the token is then not even looked up).
    */
   async authorize(header: string | string[] | undefined, role: Role, operationId: string, address: string): Promise<Caller> {
-    const blockedFor = this.failures.blockedForSeconds(address);
-    if (blockedFor > 0) {
-      throw new ProblemError('too-many-failures', `too many failed authentications from ${address}; try again in ${blockedFor} s`, { retryAfterSeconds: blockedFor });
-    }
+    this.refuseIfBlocked(address);
     const secret = bearerToken(header);
     if (secret === undefined) {
       this.failures.fail(address);

@@ -5,7 +5,7 @@ import { AgentRegistry, type RegisteredAgent } from '../../src/lib/agent-registr
 const now = 1_000_000;
 
 function agent(id: string, overrides: Partial<Omit<RegisteredAgent, 'unreachableUntil'>> = {}): Omit<RegisteredAgent, 'unreachableUntil'> {
-  return { id, storage_system_id: 'ss1', cluster_id: 'c0', url: `http://127.0.0.1:1/${id}`, incarnation: 1, leaseExpiresAt: now + 3000, ...overrides };
+  return { id, storage_system_id: 'ss1', cluster_id: 'c0', url: `http://127.0.0.1:1/${id}`, incarnation: 1, leaseExpiresAt: now + 3000, credentials: [], ...overrides };
 }
 
 describe('AgentRegistry.routeFor', () => {
@@ -92,5 +92,26 @@ describe('AgentRegistry.routeFor', () => {
     registry.markUnreachable('ghost', now + 1000);
     assert.equal(registry.get('ghost'), undefined);
     assert.equal(registry.routeFor('ss1', 'c0', now), undefined);
+  });
+});
+
+describe('AgentRegistry.checkCredential', () => {
+  const credential = (sha256Digit: string, expiresAt: number) => ({ sha256: sha256Digit.repeat(64), expiresAt });
+
+  it("knows an agent's own unexpired credentials, another agent's, and strangers", () => {
+    const registry = new AgentRegistry();
+    registry.upsert(agent('A:ss1:c0:x', { credentials: [credential('a', now + 1000), credential('b', now + 10)] }));
+    registry.upsert(agent('A:ss1:c0:y', { credentials: [credential('c', now + 1000)] }));
+    assert.equal(registry.checkCredential('A:ss1:c0:x', 'a'.repeat(64), now), 'agent');
+    assert.equal(registry.checkCredential('A:ss1:c0:x', 'b'.repeat(64), now), 'agent', 'the previous credential until it expires');
+    assert.equal(registry.checkCredential('A:ss1:c0:x', 'b'.repeat(64), now + 10), 'unknown', 'expired');
+    assert.equal(registry.checkCredential('A:ss1:c0:x', 'c'.repeat(64), now), 'other-agent');
+    assert.equal(registry.checkCredential('A:ss1:c0:x', 'd'.repeat(64), now), 'unknown');
+    assert.equal(registry.checkCredential('A:ss1:c0:nobody', 'a'.repeat(64), now), 'other-agent');
+    // Registering again without new credentials keeps them; new ones replace them.
+    registry.upsert(agent('A:ss1:c0:x', { incarnation: 2, credentials: undefined as never }));
+    assert.equal(registry.checkCredential('A:ss1:c0:x', 'a'.repeat(64), now), 'agent');
+    registry.setCredentials('A:ss1:c0:x', [credential('e', now + 1000)]);
+    assert.equal(registry.checkCredential('A:ss1:c0:x', 'a'.repeat(64), now), 'unknown');
   });
 });

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { buildApp, loadServerConfig } from '@duplex/server';
-import { injectWithToken, testAdminToken, waitFor } from '@duplex/testkit';
+import { injectWithToken, testAdminToken, testJoinToken, testJoinTokens, waitFor } from '@duplex/testkit';
 import { insertAgent } from '../repositories/rows.ts';
 import {
   assertProblem,
@@ -138,14 +139,14 @@ describe('agents', () => {
       assert.deepEqual(await agentRow(id), before);
     });
 
-    it('an unknown agent gets 404 agent-not-found', async () => {
+    it('an unknown agent gets 401: no credential can be its', async () => {
       const response = await server.app.inject({ method: 'POST', url: '/v1/agents/A:ss1:c0:nobody/heartbeats', payload: { incarnation: 1 } });
-      assertProblem(response, 404, 'agent-not-found');
+      assertProblem(response, 401, 'unauthenticated');
     });
 
-    it("another server's agent gets 404 and its lease is not renewed", async () => {
+    it("another server's agent gets 401 and its lease is not renewed: its credential is the other server's", async () => {
       // Server B shares the database; its agent is not one of A's.
-      const serverB = injectWithToken(await buildApp({ config: loadServerConfig({ DATABASE_URL: server.tdb.url, SERVER_ID: 'B', ADMIN_TOKEN: testAdminToken }), db: server.db, logger: false }));
+      const serverB = injectWithToken(await buildApp({ config: loadServerConfig({ DATABASE_URL: server.tdb.url, SERVER_ID: 'B', ADMIN_TOKEN: testAdminToken, JOIN_TOKENS: testJoinTokens }), db: server.db, logger: false }));
       await serverB.ready();
       try {
         const id = await registerAgent(serverB, { name: 'of-b', server_id: 'B' });
@@ -153,7 +154,7 @@ describe('agents', () => {
         const before = await agentRow(id);
         await sleep(20);
         const response = await server.app.inject({ method: 'POST', url: `/v1/agents/${id}/heartbeats`, payload: { incarnation: 1 } });
-        assertProblem(response, 404, 'agent-not-found');
+        assertProblem(response, 401, 'unauthenticated');
         assert.deepEqual(await agentRow(id), before);
       } finally {
         await serverB.close();
@@ -274,5 +275,62 @@ describe('lost agent leases', () => {
     assert.equal(await lostAt(id), null);
     await waitFor('the lease to run out again', async () => ((await lostAt(id)) ? true : undefined), 5_000);
     assert.equal(await expiriesCounted(), 2);
+  });
+});
+
+describe('agent credentials', () => {
+  let server: TestServer;
+  const register = (name: string, authorization: string | undefined) =>
+    server.app.inject({ method: 'POST', url: '/v1/agents', payload: registration({ name }), headers: { authorization } });
+  const heartbeat = (id: string, authorization: string | undefined) =>
+    server.app.inject({ method: 'POST', url: `/v1/agents/${id}/heartbeats`, payload: { incarnation: 1 }, headers: { authorization } });
+
+  before(async () => {
+    server = await startServer({ AUTH_FAILURE_LIMIT: '1000' });
+  });
+  after(() => stopServer(server));
+
+  it("a registration needs its storage system's join token; the answer's credential is stored as a hash only", async () => {
+    assertProblem(await register('cred-none', undefined), 401, 'unauthenticated');
+    assertProblem(await register('cred-wrong', `Bearer ${testJoinToken}x`), 401, 'unauthenticated');
+    assert.equal(await server.db('agents').whereIn('name', ['cred-none', 'cred-wrong']).first(), undefined, 'nothing registered');
+    const response = await register('cred-ok', `Bearer ${testJoinToken}`);
+    assert.equal(response.statusCode, 201, response.body);
+    const { id, credential, credential_expires_at: expiresAt } = response.json<{ id: string; credential: string; credential_expires_at: string }>();
+    assert.match(credential, /^dpa_/);
+    assert.ok(Date.parse(expiresAt) > Date.now() + 23 * 3600_000, 'a day by default');
+    const row = await server.db('agents').where({ id }).first();
+    assert.equal(row.credential_sha256, createHash('sha256').update(credential).digest('hex'));
+    assert.equal(JSON.stringify(row).includes(credential), false);
+  });
+
+  it("a heartbeat needs the agent's own credential: none or an unknown one is 401, another agent's is 403", async () => {
+    const mine = (await register('cred-mine', `Bearer ${testJoinToken}`)).json<{ id: string; credential: string }>();
+    const theirs = (await register('cred-theirs', `Bearer ${testJoinToken}`)).json<{ id: string; credential: string }>();
+    assertProblem(await heartbeat(mine.id, undefined), 401, 'unauthenticated');
+    assertProblem(await heartbeat(mine.id, 'Bearer dpa_made-up-credential'), 401, 'unauthenticated');
+    assertProblem(await heartbeat(mine.id, `Bearer ${theirs.credential}`), 403, 'forbidden');
+    assert.equal((await heartbeat(mine.id, `Bearer ${mine.credential}`)).statusCode, 200);
+    // Registering again gives a new credential, and the old one no longer works.
+    const again = (await register('cred-mine', `Bearer ${testJoinToken}`)).json<{ credential: string }>();
+    assert.notEqual(again.credential, mine.credential);
+    assertProblem(await heartbeat(mine.id, `Bearer ${mine.credential}`), 401, 'unauthenticated');
+    assert.equal((await heartbeat(mine.id, `Bearer ${again.credential}`)).statusCode, 200);
+  });
+
+  it('a heartbeat past half the credential’s life hands out a new one; the old one works until it expires', async () => {
+    const { id, credential } = (await register('cred-rotate', `Bearer ${testJoinToken}`)).json<{ id: string; credential: string }>();
+    const fresh = await heartbeat(id, `Bearer ${credential}`);
+    assert.equal(fresh.json<{ credential?: string }>().credential, undefined, 'no rotation while young');
+    // As if most of a day had gone by: the credential has an hour left.
+    const held = server.app.duplex.agents.get(id)!.credentials;
+    server.app.duplex.agents.setCredentials(id, [{ ...held[0]!, expiresAt: Date.now() + 3600_000 }]);
+    const rotated = (await heartbeat(id, `Bearer ${credential}`)).json<{ credential?: string; credential_expires_at?: string }>();
+    assert.match(rotated.credential ?? '', /^dpa_/);
+    assert.equal((await heartbeat(id, `Bearer ${rotated.credential}`)).statusCode, 200);
+    assert.equal((await heartbeat(id, `Bearer ${credential}`)).statusCode, 200, 'the previous one until it expires');
+    const row = await server.db('agents').where({ id }).first();
+    assert.equal(row.credential_sha256, createHash('sha256').update(rotated.credential!).digest('hex'));
+    assert.equal(row.previous_credential_sha256, createHash('sha256').update(credential).digest('hex'));
   });
 });

@@ -15,6 +15,7 @@ interface Operation {
   method: string;
   url: string;
   role: Role | undefined;
+  caller: string | undefined;
   hasBody: boolean;
 }
 
@@ -27,7 +28,8 @@ function operations(): Operation[] {
       const operation = item[method];
       if (!operation) continue;
       const role = operation['x-duplex-role'] as Role | undefined;
-      found.push({ operationId: operation.operationId, method: method.toUpperCase(), url: path.replace(/\{[^}]+\}/g, 'x1'), role, hasBody: operation.requestBody !== undefined });
+      const caller = operation['x-duplex-caller'] as string | undefined;
+      found.push({ operationId: operation.operationId, method: method.toUpperCase(), url: path.replace(/\{[^}]+\}/g, 'x1'), role, caller, hasBody: operation.requestBody !== undefined });
     }
   }
   return found;
@@ -58,9 +60,16 @@ describe('authorization: every operation, against no token and each role', () =>
     await stopServer(server);
   });
 
-  it('names a role on every operation but health, readiness, metrics, the contract and the agents’ protocol', () => {
-    const open = operations().filter((operation) => !operation.role).map((operation) => operation.operationId).sort();
-    assert.deepEqual(open, ['getHealth', 'getMetrics', 'getOpenApiDocument', 'getReadiness', 'heartbeatAgent', 'registerAgent', 'reportInventory', 'reportTaskStates']);
+  it('names a role on every operation but the agents’ protocol (agents’ own credentials) and health, readiness, metrics and the contract (open)', () => {
+    const byCaller = (caller: string) =>
+      operations()
+        .filter((operation) => operation.caller === caller)
+        .map((operation) => operation.operationId)
+        .sort();
+    assert.deepEqual(byCaller('agent'), ['heartbeatAgent', 'reportInventory', 'reportTaskStates']);
+    assert.deepEqual(byCaller('joining-agent'), ['registerAgent']);
+    const open = operations().filter((operation) => !operation.role && !operation.caller).map((operation) => operation.operationId).sort();
+    assert.deepEqual(open, ['getHealth', 'getMetrics', 'getOpenApiDocument', 'getReadiness']);
   });
 
   for (const operation of operations().filter((candidate) => candidate.role)) {
@@ -89,7 +98,7 @@ describe('authorization: every operation, against no token and each role', () =>
   }
 
   it('lets the open operations through without a token', async () => {
-    for (const operation of operations().filter((candidate) => !candidate.role && candidate.method === 'GET')) {
+    for (const operation of operations().filter((candidate) => !candidate.role && !candidate.caller && candidate.method === 'GET')) {
       const response = await server.app.inject({ method: 'GET', url: operation.url, headers: { authorization: undefined } });
       assert.ok(![401, 403].includes(response.statusCode), `${operation.operationId}: ${response.statusCode}`);
     }

@@ -147,8 +147,9 @@ describe('bad input is refused with a problem and changes nothing', () => {
       { title: 'an unknown field', request: () => beat({ incarnation: 1, lease: 'forever' }), status: 400, code: 'validation-failed', location: 'body' },
       { title: 'a text/plain body', request: () => beat('{"incarnation":1}', { 'content-type': 'text/plain' }), status: 415, code: 'unsupported-media-type' },
       { title: 'a body over 1 MiB', request: () => beat(oversize({ incarnation: 1 }), json), status: 413, code: 'payload-too-large' },
-      { title: 'id ../etc', request: () => beat({ incarnation: 1 }, {}, '..%2Fetc'), status: 400, code: 'validation-failed', location: 'params/id' },
-      { title: 'an unknown agent', request: () => beat({ incarnation: 1 }, {}, 'A:ss1:c0:ghost'), status: 404, code: 'agent-not-found' },
+      // An agent's request is authenticated first: an id no credential can speak for is 401, whatever its shape.
+      { title: 'id ../etc', request: () => beat({ incarnation: 1 }, {}, '..%2Fetc'), status: 401, code: 'unauthenticated' },
+      { title: 'an unknown agent', request: () => beat({ incarnation: 1 }, {}, 'A:ss1:c0:ghost'), status: 401, code: 'unauthenticated' },
       { title: 'an old incarnation', request: () => beat({ incarnation: 7 }), status: 409, code: 'stale-incarnation' },
       unknownQuery('POST', '/v1/agents/A:ss1:c0:ss1-c0-A/heartbeats', () => ({ incarnation: 1 })),
     ]);
@@ -169,8 +170,9 @@ describe('bad input is refused with a problem and changes nothing', () => {
       { title: 'more than 4096 devices', request: () => put(inventoryReport({ version: 100, devices: Array.from({ length: 4097 }, (_, i) => device(`d${i}`, 'c0')) })), status: 400, code: 'validation-failed', location: 'body/devices' },
       { title: 'a text/plain body', request: () => put(JSON.stringify(newer()), { 'content-type': 'text/plain' }), status: 415, code: 'unsupported-media-type' },
       { title: 'a body over 1 MiB', request: () => put(oversize(newer()), json), status: 413, code: 'payload-too-large' },
-      { title: 'id ../etc', request: () => put(newer(), {}, '..%2Fetc'), status: 400, code: 'validation-failed', location: 'params/id' },
-      { title: 'an unknown agent', request: () => put(newer(), {}, 'A:ss1:c0:ghost'), status: 404, code: 'agent-not-found' },
+      // An agent's request is authenticated first: an id no credential can speak for is 401, whatever its shape.
+      { title: 'id ../etc', request: () => put(newer(), {}, '..%2Fetc'), status: 401, code: 'unauthenticated' },
+      { title: 'an unknown agent', request: () => put(newer(), {}, 'A:ss1:c0:ghost'), status: 401, code: 'unauthenticated' },
       { title: 'a report for another cluster', request: () => put(inventoryReport({ version: 100, cluster_id: 'c1' })), status: 409, code: 'agent-mismatch' },
       unknownQuery('PUT', '/v1/agents/A:ss1:c0:ss1-c0-A/inventory', () => inventoryReport({ version: 100 })),
     ]);
@@ -189,8 +191,9 @@ describe('bad input is refused with a problem and changes nothing', () => {
       { title: 'more than 1000 reports', request: () => post({ reports: Array.from({ length: 1001 }, () => one().reports[0]) }), status: 400, code: 'validation-failed', location: 'body/reports' },
       { title: 'a text/plain body', request: () => post(JSON.stringify(one()), { 'content-type': 'text/plain' }), status: 415, code: 'unsupported-media-type' },
       { title: 'a body over 1 MiB', request: () => post(oversize(one()), json), status: 413, code: 'payload-too-large' },
-      { title: 'id ../etc', request: () => post(one(), {}, '..%2Fetc'), status: 400, code: 'validation-failed', location: 'params/id' },
-      { title: 'an unknown agent', request: () => post(one(), {}, 'A:ss1:c0:ghost'), status: 404, code: 'agent-not-found' },
+      // An agent's request is authenticated first: an id no credential can speak for is 401, whatever its shape.
+      { title: 'id ../etc', request: () => post(one(), {}, '..%2Fetc'), status: 401, code: 'unauthenticated' },
+      { title: 'an unknown agent', request: () => post(one(), {}, 'A:ss1:c0:ghost'), status: 401, code: 'unauthenticated' },
       unknownQuery('POST', '/v1/agents/A:ss1:c0:ss1-c0-A/task-reports', one),
     ]);
   });

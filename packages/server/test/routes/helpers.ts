@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import type { AgentApi, ServerApi } from '@duplex/contracts';
 import { buildApp, loadServerConfig } from '@duplex/server';
 import { problemKinds, type Database, type ProblemCode } from '@duplex/shared';
-import { createTestDatabase, freePort, injectWithToken, testAdminToken, waitFor, type TestDatabase } from '@duplex/testkit';
+import { createTestDatabase, freePort, injectWithToken, testAdminToken, testJoinTokens, waitFor, type TestDatabase } from '@duplex/testkit';
 import type { FastifyInstance, FastifyServerOptions, LightMyRequestResponse } from 'fastify';
 
 export type Schemas = ServerApi.components['schemas'];
@@ -31,7 +31,7 @@ export async function startServer(env: Record<string, string> = {}, logger: Fast
   const tdb = await createTestDatabase();
   // Nothing heartbeats in these tests: long agent leases keep dispatched attempts where the test put them.
   const app = injectWithToken(
-    await buildApp({ config: loadServerConfig({ DATABASE_URL: tdb.url, SERVER_ID: 'A', AGENT_LEASE_TTL_MS: '600000', ADMIN_TOKEN: testAdminToken, ...env }), db: tdb.db, logger }),
+    await buildApp({ config: loadServerConfig({ DATABASE_URL: tdb.url, SERVER_ID: 'A', AGENT_LEASE_TTL_MS: '600000', ADMIN_TOKEN: testAdminToken, JOIN_TOKENS: testJoinTokens, ...env }), db: tdb.db, logger }),
   );
   await app.ready();
   return { app, db: tdb.db, tdb };

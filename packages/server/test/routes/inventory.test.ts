@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { buildApp, loadServerConfig } from '@duplex/server';
-import { injectWithToken, testAdminToken } from '@duplex/testkit';
+import { injectWithToken, testAdminToken, testJoinTokens } from '@duplex/testkit';
 import {
   GiB,
   MiB,
@@ -86,10 +86,10 @@ describe('inventory', () => {
       assert.equal(await snapshot(server.db), before);
     });
 
-    it('an unknown agent is 404 agent-not-found', async () => {
+    it('an unknown agent is 401: no credential can be its', async () => {
       const before = await snapshot(server.db);
       const response = await server.app.inject({ method: 'PUT', url: '/v1/agents/A:ss1:c0:ghost/inventory', payload: inventoryReport({ version: 50 }) });
-      assertProblem(response, 404, 'agent-not-found');
+      assertProblem(response, 401, 'unauthenticated');
       assert.equal(await snapshot(server.db), before);
     });
 
@@ -202,7 +202,7 @@ describe('inventory', () => {
   });
 
   it('a restarted server rebuilds its view from Postgres', async () => {
-    const restarted = injectWithToken(await buildApp({ config: loadServerConfig({ DATABASE_URL: server.tdb.url, SERVER_ID: 'A', ADMIN_TOKEN: testAdminToken }), db: server.db, logger: false }));
+    const restarted = injectWithToken(await buildApp({ config: loadServerConfig({ DATABASE_URL: server.tdb.url, SERVER_ID: 'A', ADMIN_TOKEN: testAdminToken, JOIN_TOKENS: testJoinTokens }), db: server.db, logger: false }));
     await restarted.ready();
     try {
       const fresh = await restarted.inject({ method: 'GET', url: '/v1/storage-systems/ss1/devices' });

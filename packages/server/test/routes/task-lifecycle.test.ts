@@ -245,18 +245,25 @@ describe('task life through an agent', () => {
     assert.equal((await taskRow(server.db, bad.id))?.state, 'dispatched');
   });
 
-  it('a report for a task that does not exist is unknown', async () => {
+  it('a report on a task never dispatched to the agent is 403, and changes nothing', async () => {
     const state = await snapshot(server.db);
-    const results = await report(agents.c0, [{ task_id: 'tsk_never_submitted', attempt: 1, fencing_token: 1, state: 'succeeded' }]);
-    assert.deepEqual(results, { results: [{ task_id: 'tsk_never_submitted', outcome: 'unknown' }] });
-    assert.equal(await snapshot(server.db), state);
+    const response = await postReports(server.app, agents.c0, [{ task_id: 'tsk_never_submitted', attempt: 1, fencing_token: 1, state: 'succeeded' }]);
+    assertProblem(response, 403, 'forbidden');
+    // Another agent's task, even with its current fencing token, is not this agent's to report on.
+    const theirs = await dispatched({ kind: 'device.probe', storage_system_id: 'ss1', device: 'd4' });
+    assert.equal(theirs.agent_id, agents.c1);
+    const before = await snapshot(server.db);
+    const stolen = await postReports(server.app, agents.c0, [{ task_id: theirs.id, attempt: 1, fencing_token: theirs.fencing_token, state: 'succeeded' }]);
+    assertProblem(stolen, 403, 'forbidden');
+    assert.equal(await snapshot(server.db), before);
+    assert.notEqual(state, undefined);
   });
 
-  it('reports from an unknown agent are 404 agent-not-found', async () => {
+  it('reports from an unknown agent are 401: no credential can be its', async () => {
     const attempt = await dispatched({ kind: 'device.probe', storage_system_id: 'ss1', device: 'd0' });
     const state = await snapshot(server.db);
     const response = await postReports(server.app, 'A:ss1:c0:ghost', [{ task_id: attempt.id, attempt: 1, fencing_token: attempt.fencing_token, state: 'succeeded' }]);
-    assertProblem(response, 404, 'agent-not-found');
+    assertProblem(response, 401, 'unauthenticated');
     assert.equal(await snapshot(server.db), state);
   });
 
