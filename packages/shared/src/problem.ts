@@ -16,6 +16,7 @@ export interface ProblemDocument {
 export const problemKinds = {
   'validation-failed': { status: 400, title: 'The request does not match the contract' },
   'malformed-json': { status: 400, title: 'The body is not valid JSON' },
+  'malformed-url': { status: 400, title: 'The URL cannot be decoded' },
   'invalid-name': { status: 400, title: 'The name is not allowed' },
   unauthenticated: { status: 401, title: 'An API token is required' },
   forbidden: { status: 403, title: "The token's role does not allow this" },
@@ -39,6 +40,7 @@ export const problemKinds = {
   'stale-epoch': { status: 409, title: 'The epoch is older than the one recorded on the device' },
   'event-id-unknown': { status: 410, title: 'The event stream cannot resume after this event id' },
   'payload-too-large': { status: 413, title: 'The body is too large' },
+  'uri-too-long': { status: 414, title: 'The URL is too long' },
   'unsupported-media-type': { status: 415, title: 'The body must be application/json' },
   'too-many-failures': { status: 429, title: 'Too many failed attempts to authenticate from this address' },
   'idempotency-key-reused': { status: 422, title: 'The idempotency key was used with another body' },

@@ -4,9 +4,9 @@ import swaggerUi from '@fastify/swagger-ui';
 import { loadContract, loadResolvedContract, type ContractName } from '@duplex/contracts';
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import { mountContract, type OperationHandler } from './contract-routes.ts';
-import { registerProblemHandlers } from './errors.ts';
+import { registerProblemHandlers, sendProblem } from './errors.ts';
 import { createServiceMetrics, type ServiceMetrics } from './metrics.ts';
-import { ProblemError } from './problem.ts';
+import { problemDocument, ProblemError } from './problem.ts';
 import { randomHex } from './random-hex.ts';
 import { continueTrace, formatTraceparent, newTrace, traceLogFields, type TraceContext } from './trace-context.ts';
 import { createValidatorCompiler } from './validation.ts';
@@ -96,6 +96,19 @@ export async function createServiceApp(options: ServiceAppOptions): Promise<Fast
       return logger.child({ ...bindings, ...traceLogFields(trace) }, loggerOptions);
     },
     bodyLimit: options.bodyLimit ?? 1_048_576,
+    // Ids up to 191 characters (agents' ids) and their percent-encodings fit a path parameter.
+    routerOptions: { maxParamLength: 512 },
+    // Paths the router cannot take (undecodable, or a parameter longer than the above) are
+    // refused with a problem document like every other refusal, not Fastify's own JSON.
+    frameworkErrors(error, request, reply) {
+      const tooLong = (error as { code?: string }).code === 'FST_ERR_MAX_PARAM_LENGTH';
+      const path = (request.raw.url ?? '').split('?')[0] ?? '';
+      const problem = problemDocument(tooLong ? 'uri-too-long' : 'malformed-url', tooLong ? 'a path segment is longer than 512 characters' : 'the path is not valid percent-encoding', {
+        instance: path.slice(0, 256),
+        request_id: String(request.id),
+      });
+      void sendProblem(reply.header('x-request-id', String(request.id)), problem);
+    },
     return503OnClosing: true,
     forceCloseConnections: true,
   });

@@ -7,6 +7,15 @@ export const testAdminToken = 'dpx_test-admin-token-for-duplex-tests-only';
 export const testJoinToken = 'dpj_test-join-token-for-duplex-tests-only';
 export const testJoinTokens = `*=${testJoinToken}`;
 
+/** A path segment decoded, or as it is when it is not valid percent-encoding (a test of bad input). */
+const decoded = (segment: string): string => {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
+};
+
 export const bearer = (token: string): { authorization: string } => ({ authorization: `Bearer ${token}` });
 
 /**
@@ -27,14 +36,14 @@ export function injectWithToken(app: FastifyInstance, token = testAdminToken): F
     if (!('authorization' in headers)) {
       if (registration) Object.assign(headers, bearer(testJoinToken));
       else if (agentPath) {
-        const credential = credentials.get(decodeURIComponent(agentPath[1]!));
+        const credential = credentials.get(decoded(agentPath[1]!));
         if (credential) Object.assign(headers, bearer(credential));
       } else Object.assign(headers, bearer(token));
     } else if (headers.authorization === undefined) delete headers.authorization;
     const response = await inject({ ...options, headers: headers as InjectOptions['headers'] });
     if ((registration || agentPath?.[2] === 'heartbeats') && response.statusCode < 300) {
       const body = response.json<{ id?: string; credential?: string }>();
-      const id = registration ? body.id : decodeURIComponent(agentPath![1]!);
+      const id = registration ? body.id : decoded(agentPath![1]!);
       if (id && body.credential) credentials.set(id, body.credential);
     }
     return response;

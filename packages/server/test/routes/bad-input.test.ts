@@ -310,3 +310,27 @@ describe('bad input is refused with a problem and changes nothing', () => {
     ]);
   });
 });
+
+describe('paths the router cannot take', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startServer();
+  });
+  after(() => stopServer(server));
+
+  it('are refused with a problem document and a request id: undecodable (400) or a segment over 512 characters (414)', async () => {
+    for (const [url, status, code] of [
+      ['/v1/tasks/%zz', 400, 'malformed-url'],
+      [`/v1/tasks/${'a'.repeat(513)}`, 414, 'uri-too-long'],
+    ] as const) {
+      const response = await server.app.inject({ method: 'GET', url });
+      assert.equal(response.statusCode, status, response.body);
+      assert.match(String(response.headers['content-type']), /^application\/problem\+json/);
+      assert.equal(response.json<{ type: string }>().type, `urn:duplex:problem:${code}`);
+      assert.equal(response.json<{ request_id: string }>().request_id, response.headers['x-request-id']);
+    }
+    // An agent id of 191 characters, the longest the contract allows, still reaches its route.
+    const long = await server.app.inject({ method: 'GET', url: `/v1/agents/A:ss1:c0:${'n'.repeat(182)}` });
+    assert.equal(long.statusCode, 404, long.body);
+  });
+});

@@ -83,15 +83,6 @@ interface KnownBug {
  */
 const knownBugs: KnownBug[] = [
   {
-    // Fastify's router refuses these before any hook or the problem handlers run, with its own
-    // `application/json` body and no x-request-id: FST_ERR_BAD_URL (400) for a segment that does
-    // not percent-decode, FST_ERR_MAX_PARAM_LENGTH (414) for a parameter over maxParamLength.
-    // service-app.ts would need Fastify's `frameworkErrors` option.
-    bug: 'a path the router cannot take (undecodable, or a parameter over 100 characters) is answered with Fastify JSON, not a problem document',
-    shows: (request) => pathOf(request).split('/').some((segment) => segment.length > maxParamLength || !decodes(segment)),
-    examples: () => ['%zz', '%', '%C0%AF', '%ff', 'a'.repeat(maxParamLength + 1)].map((segment) => example('GET', `/v1/tasks/${segment}`)),
-  },
-  {
     // Postgres refuses the parameter ("out of range for type integer / bigint", 22003): the
     // contract allows pids up to 2^32-1 and sets no maximum on the others.
     bug: 'an integer the column cannot hold is answered 500: registration pid or heartbeat incarnation from 2^31, task report fencing_token or inventory version and epoch from 2^63',
