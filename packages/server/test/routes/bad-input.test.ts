@@ -9,6 +9,7 @@ import {
   device,
   insertVolume,
   inventoryReport,
+  registerAgent,
   registration,
   rowCounts,
   setUpStorageSystem,
@@ -332,5 +333,27 @@ describe('paths the router cannot take', () => {
     // An agent id of 191 characters, the longest the contract allows, still reaches its route.
     const long = await server.app.inject({ method: 'GET', url: `/v1/agents/A:ss1:c0:${'n'.repeat(182)}` });
     assert.equal(long.statusCode, 404, long.body);
+  });
+});
+
+describe('integers beyond what Postgres holds', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startServer();
+  });
+  after(() => stopServer(server));
+
+  it('are refused with 400 by the contract, not 500 by the database', async () => {
+    const agent = registration({ name: 'big-numbers' });
+    const id = await registerAgent(server.app, agent);
+    for (const [url, payload] of [
+      ['/v1/agents', { ...agent, pid: 2 ** 31 }],
+      [`/v1/agents/${id}/heartbeats`, { incarnation: 2 ** 31 }],
+      [`/v1/agents/${id}/task-reports`, { reports: [{ task_id: 'tsk_x', attempt: 1, fencing_token: 2 ** 63, state: 'running' }] }],
+    ] as const) {
+      const response = await server.app.inject({ method: 'POST', url, payload });
+      assert.equal(response.statusCode, 400, `${url}: ${response.body}`);
+      assert.equal(response.json<{ type: string }>().type, 'urn:duplex:problem:validation-failed');
+    }
   });
 });

@@ -28,32 +28,7 @@ const watchedTables = ['tasks', 'task_history', 'events', 'api_tokens', 'agents'
 /** A request must be answered within this; a longer wait is a hang. */
 const answerDeadlineMs = 10_000;
 
-/** Fastify's router takes a path parameter of at most this many characters (its maxParamLength). */
-const maxParamLength = 100;
-
-const decodes = (segment: string): boolean => {
-  try {
-    decodeURIComponent(segment);
-    return true;
-  } catch {
-    return false;
-  }
-};
-
-function jsonBody(request: FuzzRequest): Record<string, unknown> | undefined {
-  try {
-    // Fastify's JSON parser skips a byte order mark.
-    const value: unknown = typeof request.payload === 'string' ? JSON.parse(request.payload.replace(/^\ufeff/, '')) : undefined;
-    return value !== null && typeof value === 'object' ? (value as Record<string, unknown>) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-const int4Max = 2 ** 31 - 1;
-const int8Limit = 2 ** 63;
 const pathOf = (request: FuzzRequest): string => request.url.split('?')[0] ?? '';
-const numberAt = (value: unknown, key: string): number => Number((value as Record<string, unknown> | null | undefined)?.[key]);
 
 /** A request with a JSON body, as a known bug's smallest case. */
 function example(method: FuzzRequest['method'], url: string, body?: unknown): FuzzRequest {
@@ -82,29 +57,6 @@ interface KnownBug {
  * Remove an entry when its bug is fixed, so that the fuzzer covers those requests again.
  */
 const knownBugs: KnownBug[] = [
-  {
-    // Postgres refuses the parameter ("out of range for type integer / bigint", 22003): the
-    // contract allows pids up to 2^32-1 and sets no maximum on the others.
-    bug: 'an integer the column cannot hold is answered 500: registration pid or heartbeat incarnation from 2^31, task report fencing_token or inventory version and epoch from 2^63',
-    shows: (request) => {
-      const path = pathOf(request);
-      const body = jsonBody(request);
-      if (path === '/v1/agents') return numberAt(body, 'pid') > int4Max;
-      if (path.endsWith('/heartbeats')) return numberAt(body, 'incarnation') > int4Max;
-      if (path.endsWith('/inventory')) return numberAt(body, 'version') >= int8Limit || numberAt(body, 'epoch') >= int8Limit;
-      const reports = body?.reports;
-      return path.endsWith('/task-reports') && Array.isArray(reports) && reports.some((report) => numberAt(report, 'fencing_token') >= int8Limit);
-    },
-    examples: (known) => {
-      const agentId = encodeURIComponent(String(known.byCollection.agents?.[0]));
-      return [
-        example('POST', '/v1/agents', { name: 'big-pid', server_id: 'A', storage_system_id: 'ss1', cluster_id: 'c0', url: 'http://127.0.0.1:9', pid: 2 ** 31, started_at: '2026-11-25T10:00:00Z' }),
-        example('POST', `/v1/agents/${agentId}/heartbeats`, { incarnation: 2 ** 31 }),
-        example('POST', `/v1/agents/${agentId}/task-reports`, { reports: [{ task_id: taskId(known), attempt: 1, fencing_token: int8Limit, state: 'running' }] }),
-        example('PUT', `/v1/agents/${agentId}/inventory`, { storage_system_id: 'ss1', cluster_id: 'c0', version: int8Limit, cluster_state: 'online', epoch: 1, recorded_at: '2026-11-25T10:00:00Z', devices: [] }),
-      ];
-    },
-  },
   {
     // Postgres text and jsonb hold neither U+0000 nor a lone surrogate ("invalid byte sequence for
     // encoding UTF8: 0x00", "unsupported Unicode escape sequence"); the free-form fields of agents'
