@@ -357,3 +357,28 @@ describe('integers beyond what Postgres holds', () => {
     }
   });
 });
+
+describe('text Postgres cannot store', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startServer();
+  });
+  after(() => stopServer(server));
+
+  it('is refused with 400 wherever it is, and nothing is stored', async () => {
+    const agent = registration({ name: 'nul-text' });
+    const id = await registerAgent(server.app, agent);
+    const before = await snapshot(server.db);
+    for (const request of [
+      { method: 'DELETE', url: '/v1/tokens/%00' },
+      { method: 'POST', url: '/v1/agents', payload: { ...agent, name: 'nul\u0000' } },
+      { method: 'POST', url: `/v1/agents/${id}/task-reports`, payload: { reports: [{ task_id: 'tsk_x', attempt: 1, fencing_token: 1, state: 'running', result: { note: 'a\u0000b' } }] } },
+      { method: 'POST', url: `/v1/agents/${id}/task-reports`, payload: { reports: [{ task_id: 'tsk_x', attempt: 1, fencing_token: 1, state: 'failed', error: { type: 'x', title: '\ud800', status: 500 } }] } },
+    ] as const) {
+      const response = await server.app.inject(request as InjectOptions);
+      assert.equal(response.statusCode, 400, `${request.method} ${request.url}: ${response.body}`);
+      assert.equal(response.json<{ type: string }>().type, 'urn:duplex:problem:validation-failed');
+    }
+    assert.equal(await snapshot(server.db), before);
+  });
+});
