@@ -312,14 +312,14 @@ describe('bad input is refused with a problem and changes nothing', () => {
   });
 });
 
-describe('paths the router cannot take', () => {
+describe('input the router or the database cannot take', () => {
   let server: TestServer;
   before(async () => {
     server = await startServer();
   });
   after(() => stopServer(server));
 
-  it('are refused with a problem document and a request id: undecodable (400) or a segment over 512 characters (414)', async () => {
+  it('paths the router cannot take are refused with a problem document and a request id: undecodable (400) or a segment over 512 characters (414)', async () => {
     for (const [url, status, code] of [
       ['/v1/tasks/%zz', 400, 'malformed-url'],
       [`/v1/tasks/${'a'.repeat(513)}`, 414, 'uri-too-long'],
@@ -334,16 +334,8 @@ describe('paths the router cannot take', () => {
     const long = await server.app.inject({ method: 'GET', url: `/v1/agents/A:ss1:c0:${'n'.repeat(182)}` });
     assert.equal(long.statusCode, 404, long.body);
   });
-});
 
-describe('integers beyond what Postgres holds', () => {
-  let server: TestServer;
-  before(async () => {
-    server = await startServer();
-  });
-  after(() => stopServer(server));
-
-  it('are refused with 400 by the contract, not 500 by the database', async () => {
+  it('integers beyond what Postgres holds are refused with 400 by the contract, not 500 by the database', async () => {
     const agent = registration({ name: 'big-numbers' });
     const id = await registerAgent(server.app, agent);
     for (const [url, payload] of [
@@ -356,16 +348,8 @@ describe('integers beyond what Postgres holds', () => {
       assert.equal(response.json<{ type: string }>().type, 'urn:duplex:problem:validation-failed');
     }
   });
-});
 
-describe('text Postgres cannot store', () => {
-  let server: TestServer;
-  before(async () => {
-    server = await startServer();
-  });
-  after(() => stopServer(server));
-
-  it('is refused with 400 wherever it is, and nothing is stored', async () => {
+  it('text Postgres cannot store is refused with 400 wherever it is, and nothing is stored', async () => {
     const agent = registration({ name: 'nul-text' });
     const id = await registerAgent(server.app, agent);
     const before = await snapshot(server.db);
