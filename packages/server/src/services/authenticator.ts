@@ -48,9 +48,9 @@ export class Authenticator {
     const secret = bearerToken(header);
     const check = secret === undefined ? 'unknown' : this.agents.checkCredential(agentId, secretHash(secret));
     if (check === 'agent') return;
-    if (check === 'other-agent') throw new ProblemError('forbidden', `the credential is another agent's, not agent '${agentId}''s`);
+    if (check === 'other-agent') throw new ProblemError('forbidden', `the credential belongs to another agent, not to agent '${agentId}'`);
     this.failures.fail(address);
-    throw new ProblemError('unauthenticated', secret === undefined ? 'an agent\'s request carries its credential as a bearer token' : `the credential is not agent '${agentId}''s, or it expired: register again`);
+    throw new ProblemError('unauthenticated', secret === undefined ? 'an agent\'s request carries its credential as a bearer token' : `agent '${agentId}' holds no such credential, or it expired: register again`);
   }
 
   private refuseIfBlocked(address: string): void {
