@@ -6,6 +6,7 @@ import {
   mountServiceContract,
   operationalHandlers,
   ProblemError,
+  refuseUnstorableText,
   type Database,
   type OperationHandlers,
 } from '@duplex/shared';
@@ -30,6 +31,8 @@ declare module 'fastify' {
 export async function buildApp(options: BuildClusterManagerOptions): Promise<FastifyInstance> {
   const { config } = options;
   const app = await createServiceApp({ service: `cluster-manager-${config.STORAGE_SYSTEM_ID}-${config.CLUSTER_ID}`, contract: 'cluster-manager', logger: options.logger });
+  // Postgres text and jsonb hold neither U+0000 nor unpaired surrogates: such input is a 400, not a 500 from the database.
+  app.addHook('preValidation', async (request) => refuseUnstorableText(request));
   const db = options.db ?? createDatabase(config.DATABASE_URL, { poolMax: 5, applicationName: `duplex-cm-${config.CLUSTER_ID}` });
   const metrics = new ClusterManagerMetrics(app.metrics.registry, { storageSystemId: config.STORAGE_SYSTEM_ID, clusterId: config.CLUSTER_ID }, (): number | undefined => manager.inventory?.version);
   const manager = new ClusterManager(config, db, app.log, metrics);

@@ -4,6 +4,7 @@ import {
   databaseCheck,
   mountServiceContract,
   operationalHandlers,
+  refuseUnstorableText,
   type Database,
 } from '@duplex/shared';
 import type { FastifyInstance, FastifyServerOptions } from 'fastify';
@@ -39,6 +40,8 @@ declare module 'fastify' {
 export async function buildApp(options: BuildServerOptions): Promise<FastifyInstance> {
   const { config } = options;
   const app = await createServiceApp({ service: `server-${config.SERVER_ID}`, contract: 'server', logger: options.logger });
+  // Postgres text and jsonb hold neither U+0000 nor unpaired surrogates: such input is a 400, not a 500 from the database.
+  app.addHook('preValidation', async (request) => refuseUnstorableText(request));
   const db = options.db ?? createDatabase(config.DATABASE_URL, { poolMax: config.DATABASE_POOL_MAX, applicationName: `duplex-server-${config.SERVER_ID}` });
   const context = await createServerContext(config, db, app.log, app.metrics.registry, options.eventFeed);
   app.decorate('duplex', context);

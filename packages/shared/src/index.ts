@@ -15,3 +15,4 @@ export * from './keyed-lock.ts';
 export * from './embedded-postgres.ts';
 export * from './metrics.ts';
 export * from './trace-context.ts';
+export * from './storable-text.ts';

@@ -7,7 +7,6 @@ import { mountContract, type OperationHandler } from './contract-routes.ts';
 import { registerProblemHandlers, sendProblem } from './errors.ts';
 import { createServiceMetrics, type ServiceMetrics } from './metrics.ts';
 import { problemDocument, ProblemError } from './problem.ts';
-import { refuseUnstorableText } from './storable-text.ts';
 import { randomHex } from './random-hex.ts';
 import { continueTrace, formatTraceparent, newTrace, traceLogFields, type TraceContext } from './trace-context.ts';
 import { createValidatorCompiler } from './validation.ts';
@@ -124,8 +123,6 @@ export async function createServiceApp(options: ServiceAppOptions): Promise<Fast
     request.trace = (request.raw as TracedRequest)[requestTrace] ?? newTrace();
     reply.header('traceparent', formatTraceparent(request.trace));
   });
-  // Postgres text and jsonb hold neither U+0000 nor unpaired surrogates: such input is a 400, not a 500 from the database.
-  app.addHook('preValidation', async (request) => refuseUnstorableText(request));
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
   });
