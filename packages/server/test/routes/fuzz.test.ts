@@ -28,21 +28,6 @@ const watchedTables = ['tasks', 'task_history', 'events', 'api_tokens', 'agents'
 /** A request must be answered within this; a longer wait is a hang. */
 const answerDeadlineMs = 10_000;
 
-interface KnownBug {
-  /** What is wrong, as the todo test's reason. */
-  bug: string;
-  /** Whether a generated request may show the bug: such requests are left out of the properties (fc.pre). */
-  shows(request: FuzzRequest): boolean;
-  /** The smallest requests that show it; the todo test expects them answered below 500, 4xx as problem documents. */
-  examples(known: KnownValues): FuzzRequest[];
-}
-
-/**
- * Bugs this fuzzer found that are not fixed yet, each with a todo test of its smallest cases.
- * Remove an entry when its bug is fixed, so that the fuzzer covers those requests again.
- */
-const knownBugs: KnownBug[] = [];
-
 interface Answer {
   statusCode: number;
   headers: OutgoingHttpHeaders;
@@ -263,24 +248,6 @@ describe(`fuzzing every operation of the server contract (seed ${seed}, ${numRun
     assert.equal(health.statusCode, 200, `after ${label}: /healthz answered ${health.statusCode}`);
   }
 
-  for (const { bug, examples } of knownBugs) {
-    it(`known bug: ${bug}`, { todo: 'a bug found by this fuzzer, not fixed yet' }, async () => {
-      // Every example is tried, so that the failure lists the cases still open.
-      const failures: string[] = [];
-      for (const request of examples(known)) {
-        const label = describeRequest(request);
-        const answer = await send(request, false);
-        try {
-          assert.ok(answer.statusCode < 500, `${label} → ${answer.statusCode} ${answer.body.slice(0, 300)}`);
-          if (answer.statusCode >= 400) assertProblemAnswer(answer, false, label);
-        } catch (error) {
-          failures.push((error as Error).message);
-        }
-      }
-      assert.deepEqual(failures, []);
-    });
-  }
-
   // The contract allows agent names up to 128 characters (ids up to 191): such an agent registers
   // and heartbeats (the router takes path parameters up to 512 characters).
   it(
@@ -303,7 +270,6 @@ describe(`fuzzing every operation of the server contract (seed ${seed}, ${numRun
       const statuses = new Map<number, number>();
       await fc.assert(
         fc.asyncProperty(requestsFor(operation, known), async (request) => {
-          fc.pre(!knownBugs.some((knownBug) => knownBug.shows(request)));
           await exercise(operation, request, statuses);
         }),
         { seed, numRuns, includeErrorInReport: true },
