@@ -18,7 +18,7 @@ import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { JsonClient } from '@duplex/shared';
-import { bearer, freePort, testAdminToken, testJoinToken } from '@duplex/testkit';
+import { bearer, freePort, testAdminToken, testJoinToken, testServiceToken } from '@duplex/testkit';
 import { countLostWithinMs, evenSample, falseLosses, resumeAgents, timeAgentLoss } from './lib/agent-loss.ts';
 import { sleep } from './lib/api.ts';
 import { openBenchDatabase, type BenchDatabase } from './lib/bench-database.ts';
@@ -148,6 +148,7 @@ try {
       ADMIN_TOKEN: testAdminToken,
       // Thousands of simulated storage systems: one join token serves them all.
       JOIN_TOKENS: `*=${testJoinToken}`,
+      SERVICE_TOKEN: testServiceToken,
       LOG_LEVEL: logLevel,
     },
     logFile: join(logsDir, 'server.log'),

@@ -74,6 +74,8 @@ const placeholders: Record<string, string> = {
   CLUSTER_MANAGER_URL: 'http://127.0.0.1:1',
   // Required secrets, to read the timing settings beside them; nothing uses them here.
   JOIN_TOKEN: 'x'.repeat(32),
+  CLUSTER_TOKEN: 'x'.repeat(32),
+  SERVICE_TOKEN: 'x'.repeat(32),
 };
 
 /** The named settings as each process would read them from `env`. */

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { bearer, testAdminToken, waitFor } from '@duplex/testkit';
+import { bearer, testAdminToken, testClusterToken, waitFor } from '@duplex/testkit';
 import { TopologyHarness } from '@duplex/harness';
 import { FailoverClient } from './load.ts';
 
@@ -67,22 +67,15 @@ describe('fencing: a cluster frozen and woken after its peer took over changes n
 
   it('fences its agents while the cluster cannot renew its lease, and lifts the fence when it can', async () => {
     const row: { url: string } = await harness.db('agents').where({ id: 'A:ss1:c1:ss1-c1-A' }).first('url');
-    const dispatch = { tasks: [{ task_id: 'tsk_fenced_probe', kind: 'device.probe', device: 'd2', params: {}, attempt: 1, fencing_token: 1, epoch: 1 }] };
-    const post = () => fetch(`${row.url}/v1/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(dispatch) });
-    // Postgres is away for longer than the cluster lease (1 s): nobody can renew it.
+    // Postgres is away for longer than the cluster lease (1 s): nobody can renew it. (Only the
+    // agent's server can dispatch to it, with the agent's credential; the agent's status, read
+    // with its cluster's token, says whether it is fenced, which is what refuses dispatches.)
+    const fenced = () => fetch(`${row.url}/v1/status`, { headers: bearer(testClusterToken('c1')) }).then(async (response) => ((await response.json()) as { fenced?: boolean }).fenced);
+    assert.equal(await fenced(), false);
     const outage = harness.restartPostgres(3_000);
-    const refused = await waitFor(
-      'the agent to refuse tasks as fenced',
-      async () => {
-        const response = await post();
-        const body = (await response.json()) as { type?: string };
-        return response.status === 503 && body.type === 'urn:duplex:problem:fenced' ? body : undefined;
-      },
-      3_000,
-      100,
-    );
-    assert.equal(refused.type, 'urn:duplex:problem:fenced');
+    await waitFor('the agent to be fenced', async () => ((await fenced()) === true ? true : undefined), 3_000, 100);
     await outage;
     await waitFor('the fence to lift once the lease is renewed', async () => ((await fetch(`${row.url}/readyz`)).status === 200 ? true : undefined), 15_000, 200);
+    assert.equal(await fenced(), false);
   });
 });

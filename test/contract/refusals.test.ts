@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { loadResolvedContract, type ContractName } from '@duplex/contracts';
-import { createTestDatabase, type TestDatabase } from '@duplex/testkit';
+import { bearer, createTestDatabase, freePort, waitFor, type TestDatabase } from '@duplex/testkit';
 import { ContractRecorder } from './support/contract-recorder.ts';
 import { operationsOf, samplePath } from './support/operations.ts';
-import { agentApp, driverApp, GiB, serverApp, type App, type InjectRequest } from './support/services.ts';
+import { agentApp, driverApp, GiB, listen, serverApp, type App, type InjectRequest } from './support/services.ts';
 
 // Every operation that takes a body refuses one it cannot read before its handler runs, and
 // the refusal must be one the contract documents: 415 for a body that is not JSON, 413 for a
@@ -29,14 +29,23 @@ describe('refusals of unreadable bodies are documented', () => {
   let tdb: TestDatabase;
   const apps = new Map<ContractName, App>();
   const recorders = new Map<ContractName, ContractRecorder>(contracts.map((name) => [name, new ContractRecorder(name)]));
+  /** What a dispatch to the agent carries: the credential its server gave it. */
+  let dispatchCredential: { authorization: string };
 
   before(async () => {
     tdb = await createTestDatabase();
     const server = await serverApp(tdb.db, tdb.url);
     apps.set('server', server);
-    apps.set('agent', await agentApp());
+    // The agent registers with the server for real, so that a dispatch can carry its credential.
+    const serverPort = await freePort();
+    const agent = await agentApp({ SERVER_URL: `http://127.0.0.1:${serverPort}` });
+    apps.set('agent', agent);
     apps.set('driver', (await driverApp([{ id: 'd0', home_cluster: 'c0', capacity_bytes: GiB }])).app);
     for (const [name, app] of apps) recorders.get(name)?.observe(app);
+    await listen(server, serverPort);
+    agent.agent.start(await listen(agent));
+    const credential = await waitFor('the agent to register', async () => agent.agent.link?.registration?.credential);
+    dispatchCredential = bearer(credential);
     // The agent the contract's example id names, so that its requests get past authentication to the body.
     const registered = await server.inject({ method: 'POST', url: '/v1/agents', payload: { name: 'ss1-c0-A', server_id: 'A', storage_system_id: 'ss1', cluster_id: 'c0', url: 'http://127.0.0.1:9', pid: 1, started_at: '2026-11-25T10:00:00Z' } });
     assert.equal(registered.json<{ id: string }>().id, 'A:ss1:c0:ss1-c0-A', registered.body);
@@ -66,7 +75,7 @@ describe('refusals of unreadable bodies are documented', () => {
             url: samplePath(operation),
             ...refusal.request,
             // submitTask needs its header to get as far as the body.
-            headers: { 'idempotency-key': 'refusal-test', ...refusal.request.headers },
+            headers: { 'idempotency-key': 'refusal-test', ...(name === 'agent' && operation.operationId === 'acceptTasks' ? dispatchCredential : {}), ...refusal.request.headers },
           });
           assert.equal(response.json<{ type: string }>().type, `urn:duplex:problem:${refusal.code}`);
         });

@@ -3,9 +3,9 @@ import { createHash } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { loadContract, type AgentApi, type ClusterManagerApi, type ContractName, type DriverApi, type ServerApi } from '@duplex/contracts';
 import type { MemoryDeviceStore } from '@duplex/driver';
-import { createTestDatabase, EventStreamClient, freePort, parsePrometheusText, waitFor, type TestDatabase } from '@duplex/testkit';
+import { bearer, createTestDatabase, EventStreamClient, freePort, injectWithToken, parsePrometheusText, waitFor, type TestDatabase } from '@duplex/testkit';
 import { ContractRecorder } from './support/contract-recorder.ts';
-import { agentApp, clusterManagerApp, driverApp, GiB, listen, MiB, serverApp, type App, type InjectRequest, type InjectResponse } from './support/services.ts';
+import { agentApp, clusterManagerApp, contractClusterToken, driverApp, GiB, listen, MiB, serverApp, type App, type InjectRequest, type InjectResponse } from './support/services.ts';
 
 // Real responses, checked against the contracts. One deployment runs in this process: a
 // driver, a server and a cluster-manager listening on loopback, the agent process the
@@ -290,7 +290,7 @@ describe('driver', () => {
 
   it('is not ready, and cannot discover, when its devices cannot be listed', async () => {
     const { buildApp, createBackend } = await import('@duplex/driver');
-    const broken = await buildApp({ backend: createBackend({ kind: 'file', deviceRoot: '/nonexistent/duplex-contract-test' }), logger: false });
+    const broken = injectWithToken(await buildApp({ backend: createBackend({ kind: 'file', deviceRoot: '/nonexistent/duplex-contract-test' }), clusterToken: contractClusterToken, logger: false }), contractClusterToken);
     recorders.driver.observe(broken);
     closing.push(broken);
     const ready = await recorders.driver.call(broken, 'getReadiness', 503, { method: 'GET', url: '/readyz' });
@@ -384,16 +384,15 @@ describe('agent', () => {
     const ready = await onAgent('getReadiness', 503, { method: 'GET', url: '/readyz' });
     assertProblem(ready, 'not-ready');
     assert.equal(ready.headers['retry-after'], '1');
-    const refused = await onAgent('acceptTasks', 503, { method: 'POST', url: '/v1/tasks', payload: { tasks: [dispatch()] } });
-    assertProblem(refused, 'not-ready');
-    assert.equal(refused.headers['retry-after'], '1');
+    // No server has given it a credential yet, so no dispatch can carry one.
+    const refused = await onAgent('acceptTasks', 401, { method: 'POST', url: '/v1/tasks', headers: bearer('dpa_not-issued-yet'), payload: { tasks: [dispatch()] } });
+    assertProblem(refused, 'unauthenticated');
+    assert.equal(refused.headers['www-authenticate'], 'Bearer realm="duplex"');
     const change = await onAgent('notifyInventoryChange', 202, { method: 'POST', url: '/v1/inventory-changes', payload: { version: 2 } });
     assert.deepEqual(change.json(), { version: 2 });
   });
 
   it('refuses malformed requests', async () => {
-    assertProblem(await onAgent('acceptTasks', 400, { method: 'POST', url: '/v1/tasks', payload: { tasks: [] } }), 'validation-failed');
-    assertProblem(await onAgent('acceptTasks', 415, { method: 'POST', url: '/v1/tasks', headers: { 'content-type': 'text/plain' }, payload: 'tasks' }), 'unsupported-media-type');
     assertProblem(await onAgent('notifyInventoryChange', 400, { method: 'POST', url: '/v1/inventory-changes', payload: { version: 0 } }), 'validation-failed');
     assertProblem(await onAgent('getAgentStatus', 400, { method: 'GET', url: '/v1/status?full=1' }), 'validation-failed');
   });
@@ -408,7 +407,19 @@ describe('agent', () => {
     assert.equal(status.agent_id, c1AgentId);
     const ready = await onAgent('getReadiness', 200, { method: 'GET', url: '/readyz' });
     assert.deepEqual(ready.json(), { status: 'ready', checks: { registration: 'ok', lease: 'ok', driver: 'ok' } });
-    const taken = await onAgent('acceptTasks', 202, { method: 'POST', url: '/v1/tasks', payload: { tasks: [dispatch()] } });
+    // Its server dispatches with the agent's credential; so does this test, in the server's place.
+    const asServer = bearer(agent.app.agent.link!.registration!.credential);
+    assertProblem(await onAgent('acceptTasks', 400, { method: 'POST', url: '/v1/tasks', headers: asServer, payload: { tasks: [] } }), 'validation-failed');
+    assertProblem(
+      await onAgent('acceptTasks', 415, { method: 'POST', url: '/v1/tasks', headers: { ...asServer, 'content-type': 'text/plain' }, payload: 'tasks' }),
+      'unsupported-media-type',
+    );
+    agent.app.agent.fenced = true;
+    const fenced = await onAgent('acceptTasks', 503, { method: 'POST', url: '/v1/tasks', headers: asServer, payload: { tasks: [dispatch()] } });
+    assertProblem(fenced, 'fenced');
+    assert.equal(fenced.headers['retry-after'], '1');
+    agent.app.agent.fenced = false;
+    const taken = await onAgent('acceptTasks', 202, { method: 'POST', url: '/v1/tasks', headers: asServer, payload: { tasks: [dispatch()] } });
     assert.deepEqual(taken.json(), { accepted: 1, duplicates: 0 });
     // The attempt runs through the driver and its report reaches the server, which does not know the task.
     await waitFor('the agent to run the dispatched attempt', async () => {

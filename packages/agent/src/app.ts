@@ -1,5 +1,5 @@
 import type { AgentApi } from '@duplex/contracts';
-import { createServiceApp, mountServiceContract, operationalHandlers, ProblemError, type OperationHandlers } from '@duplex/shared';
+import { createServiceApp, mountServiceContract, operationalHandlers, ProblemError, secretIs, type OperationHandlers } from '@duplex/shared';
 import type { FastifyInstance, FastifyServerOptions } from 'fastify';
 import type { AgentConfig } from './config.ts';
 import { AgentMetrics } from './metrics.ts';
@@ -28,7 +28,13 @@ declare module 'fastify' {
 
 export async function buildApp(options: BuildAgentOptions): Promise<FastifyInstance> {
   const { config } = options;
-  const app = await createServiceApp({ service: `agent-${config.AGENT_NAME}`, contract: 'agent', logger: options.logger });
+  const app = await createServiceApp({
+    service: `agent-${config.AGENT_NAME}`,
+    contract: 'agent',
+    logger: options.logger,
+    // Its cluster-manager calls with the cluster's token; its server dispatches with the agent's own credential.
+    credentials: { cluster: secretIs(config.CLUSTER_TOKEN), server: (secret) => app.agent.link?.holdsCredential(secret) ?? false },
+  });
   const startedAt = new Date().toISOString();
   const metrics = new AgentMetrics(app.metrics.registry);
   const runtime: AgentRuntime = {
@@ -64,6 +70,7 @@ export async function buildApp(options: BuildAgentOptions): Promise<FastifyInsta
         agent_id: link?.registration?.id ?? null,
         incarnation: link?.registration?.incarnation ?? null,
         registered: link?.registered ?? false,
+        fenced: runtime.fenced,
         inventory_version: link?.reportedInventoryVersion ?? null,
         tasks_in_hand: runner?.size ?? 0,
         reports_pending: link?.reports.size ?? 0,

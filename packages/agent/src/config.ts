@@ -1,4 +1,4 @@
-import { defineConfig, loadConfig, type ConfigOf } from '@duplex/shared';
+import { clusterTokenVariable, defineConfig, loadConfig, type ConfigOf } from '@duplex/shared';
 
 export const agentConfigSchema = defineConfig({
   AGENT_NAME: { type: 'string', required: true, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$', description: "The agent's name in its cluster (the cluster-manager sets it)." },
@@ -9,6 +9,7 @@ export const agentConfigSchema = defineConfig({
     pattern: '^[\\x21-\\x2B\\x2D-\\x3C\\x3E-\\x7E]{32,512}$',
     description: "The join token of the agent's storage system, which its registration must carry (its cluster-manager passes its own JOIN_TOKEN).",
   },
+  CLUSTER_TOKEN: clusterTokenVariable,
   SERVER_URL: { type: 'string', required: true, format: 'uri', description: 'Where that server is.' },
   STORAGE_SYSTEM_ID: { type: 'string', required: true, description: "The agent's storage system." },
   CLUSTER_ID: { type: 'string', required: true, description: "The agent's cluster." },

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { buildApp as buildDriver, createBackend } from '@duplex/driver';
-import { freePort, testJoinToken, waitFor } from '@duplex/testkit';
+import { bearer, freePort, injectWithToken, testClusterToken, testJoinToken, waitFor } from '@duplex/testkit';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../src/app.ts';
 import { loadAgentConfig } from '../src/config.ts';
@@ -78,7 +78,7 @@ describe('agent against a server, a cluster-manager and a real driver', () => {
       .filter((report) => report.task_id === taskId);
 
   before(async () => {
-    driver = await buildDriver({ backend: createBackend({ kind: 'memory', devices: [{ id: 'd0', home_cluster: 'c0', capacity_bytes: 1000 }] }), logger: false });
+    driver = injectWithToken(await buildDriver({ backend: createBackend({ kind: 'memory', devices: [{ id: 'd0', home_cluster: 'c0', capacity_bytes: 1000 }] }), clusterToken: testClusterToken('c0'), logger: false }), testClusterToken('c0'));
     const driverUrl = await driver.listen({ host: '127.0.0.1', port: 0 });
     clusterManager = await startPeer(await freePort(), (request) =>
       request.url === '/v1/inventory' ? { status: 200, body: inventory } : { status: 404, body: {} },
@@ -92,11 +92,13 @@ describe('agent against a server, a cluster-manager and a real driver', () => {
       STORAGE_SYSTEM_ID: 'ss1',
       CLUSTER_ID: 'c0',
       JOIN_TOKEN: testJoinToken,
+      CLUSTER_TOKEN: testClusterToken('c0'),
       DRIVER_URL: driverUrl,
       CLUSTER_MANAGER_URL: `http://127.0.0.1:${typeof cmAddress === 'object' && cmAddress ? cmAddress.port : 0}`,
       REGISTER_RETRY_MAX_MS: '100',
     });
-    agent = await buildApp({ config, logger: false });
+    // Requests from the tests carry the cluster's token, as the cluster-manager's do; dispatches name the server's credential.
+    agent = injectWithToken(await buildApp({ config, logger: false }), testClusterToken('c0'));
     const agentUrl = await agent.listen({ host: '127.0.0.1', port: 0 });
     agent.agent.start(agentUrl);
   });
@@ -108,16 +110,17 @@ describe('agent against a server, a cluster-manager and a real driver', () => {
     clusterManager?.server.close();
   });
 
-  it('is not ready and refuses tasks while its server is down', async () => {
+  it('is not ready and refuses tasks while its server is down: no server has given it a credential yet', async () => {
     await new Promise((resolve) => setTimeout(resolve, 300));
     assert.equal((await agent.inject({ method: 'GET', url: '/readyz' })).statusCode, 503);
     const refused = await agent.inject({
       method: 'POST',
       url: '/v1/tasks',
+      headers: bearer('dpa_first-credential'),
       payload: { tasks: [{ task_id: 't0', kind: 'device.probe', device: 'd0', params: {}, attempt: 1, fencing_token: 1, epoch: 1 }] },
     });
-    assert.equal(refused.statusCode, 503);
-    assert.equal(refused.json().type, 'urn:duplex:problem:not-ready');
+    assert.equal(refused.statusCode, 401);
+    assert.equal(refused.json().type, 'urn:duplex:problem:unauthenticated');
   });
 
   it('registers once the server appears, then reports the stored inventory', async () => {
@@ -146,9 +149,39 @@ describe('agent against a server, a cluster-manager and a real driver', () => {
     assert.deepEqual([...new Set(carried('/inventory'))].filter((value) => value !== 'Bearer dpa_second-credential'), ['Bearer dpa_first-credential']);
   });
 
+  it("calls its cluster-manager with the cluster's token", async () => {
+    const sent = new Set(clusterManager.requests.map((request) => request.authorization));
+    assert.deepEqual([...sent], [`Bearer ${testClusterToken('c0')}`]);
+  });
+
+  it("takes tasks only with the credential its server gave it (current or the one a rotation replaced)", async () => {
+    const dispatch = (taskId: string) => ({ tasks: [{ task_id: taskId, kind: 'device.probe', device: 'd0', params: {}, attempt: 1, fencing_token: 1, epoch: 1 }] });
+    const send = (headers: Record<string, string | undefined>, taskId: string) => agent.inject({ method: 'POST', url: '/v1/tasks', headers, payload: dispatch(taskId) });
+    for (const [who, headers] of [
+      ['no token', { authorization: undefined }],
+      ['an unknown credential', bearer('dpa_never-issued-credential')],
+      ["the cluster's token", bearer(testClusterToken('c0'))],
+    ] as const) {
+      const refused = await send(headers, "t-refused");
+      assert.equal(refused.statusCode, 401, who);
+      assert.equal(refused.json().type, 'urn:duplex:problem:unauthenticated', who);
+    }
+    assert.equal(reportsFor("t-refused").length, 0, 'a refused dispatch runs nothing');
+    assert.equal((await send(bearer('dpa_second-credential'), 't-current')).statusCode, 202);
+    assert.equal((await send(bearer('dpa_first-credential'), 't-previous')).statusCode, 202);
+    await waitFor('both probes reported', async () => (reportsFor('t-current').length > 0 && reportsFor('t-previous').length > 0 ? true : undefined));
+  });
+
+  it("takes calls from its cluster-manager only with the cluster's token", async () => {
+    for (const headers of [{ authorization: undefined }, bearer(testClusterToken('c1')), bearer('dpa_second-credential')]) {
+      assert.equal((await agent.inject({ method: 'POST', url: '/v1/inventory-changes', headers, payload: { version: 4 } })).statusCode, 401);
+      assert.equal((await agent.inject({ method: 'GET', url: '/v1/status', headers })).statusCode, 401);
+    }
+  });
+
   it('runs a task through the driver and forwards the completion', async () => {
     const dispatch = { task_id: 't1', kind: 'volume.create', device: 'd0', params: { name: 'v1', size_bytes: 100 }, attempt: 1, fencing_token: 7, epoch: 1 };
-    const accepted = await agent.inject({ method: 'POST', url: '/v1/tasks', payload: { tasks: [dispatch, dispatch] } });
+    const accepted = await agent.inject({ method: 'POST', url: '/v1/tasks', headers: bearer('dpa_second-credential'), payload: { tasks: [dispatch, dispatch] } });
     assert.equal(accepted.statusCode, 202);
     assert.deepEqual(accepted.json(), { accepted: 1, duplicates: 1 });
     const [final] = await waitFor('a terminal report', async () => {
@@ -163,7 +196,7 @@ describe('agent against a server, a cluster-manager and a real driver', () => {
 
   it('forwards a refusal by the driver as the task failing with its problem', async () => {
     const dispatch = { task_id: 't2', kind: 'volume.create', device: 'd0', params: { name: '../escape', size_bytes: 1 }, attempt: 1, fencing_token: 8, epoch: 1 };
-    assert.equal((await agent.inject({ method: 'POST', url: '/v1/tasks', payload: { tasks: [dispatch] } })).statusCode, 202);
+    assert.equal((await agent.inject({ method: 'POST', url: '/v1/tasks', headers: bearer('dpa_second-credential'), payload: { tasks: [dispatch] } })).statusCode, 202);
     const report = await waitFor('the failure report', async () => reportsFor('t2').find((candidate) => candidate.state === 'failed'));
     assert.equal(report.error?.type, 'urn:duplex:problem:invalid-name');
   });

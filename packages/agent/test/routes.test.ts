@@ -1,9 +1,13 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { testJoinToken } from '@duplex/testkit';
+import { bearer, testClusterToken, testJoinToken } from '@duplex/testkit';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../src/app.ts';
 import { loadAgentConfig } from '../src/config.ts';
+import { ServerLink } from '../src/services/server-link.ts';
+
+/** The credential the agent's (absent) server gave it: dispatches carry it. */
+const serverCredential = 'dpa_credential-of-the-agent-under-test';
 
 const dispatch = { task_id: 't1', kind: 'volume.create', device: 'd0', params: { name: 'v1', size_bytes: 1 }, attempt: 1, fencing_token: 1, epoch: 1 };
 
@@ -18,10 +22,15 @@ describe('agent routes refuse bad input with problem documents', () => {
       STORAGE_SYSTEM_ID: 'ss1',
       CLUSTER_ID: 'c0',
       JOIN_TOKEN: testJoinToken,
+      CLUSTER_TOKEN: testClusterToken('c0'),
       DRIVER_URL: 'http://127.0.0.1:9',
       CLUSTER_MANAGER_URL: 'http://127.0.0.1:9',
     });
     app = await buildApp({ config, logger: false });
+    // Registered, as far as the routes can tell: the link holds a credential (and is never started).
+    const link = new ServerLink(config, app.log, { url: 'http://127.0.0.1:9', pid: process.pid, startedAt: new Date().toISOString() });
+    link.registration = { credential: serverCredential, credential_expires_at: new Date(Date.now() + 60_000).toISOString() } as ServerLink['registration'];
+    app.agent.link = link;
   });
   after(() => app.close());
 
@@ -45,7 +54,11 @@ describe('agent routes refuse bad input with problem documents', () => {
         method: 'POST',
         url: testCase.url,
         payload: testCase.payload,
-        headers: { 'content-type': testCase.contentType ?? 'application/json', 'x-request-id': 'bad-input-1' },
+        headers: {
+          'content-type': testCase.contentType ?? 'application/json',
+          'x-request-id': 'bad-input-1',
+          ...bearer(testCase.url === '/v1/tasks' ? serverCredential : testClusterToken('c0')),
+        },
       });
       assert.equal(response.statusCode, testCase.status);
       assert.match(String(response.headers['content-type']), /^application\/problem\+json/);
@@ -61,7 +74,7 @@ describe('agent routes refuse bad input with problem documents', () => {
     const missing = await app.inject({ method: 'GET', url: '/v1/nothing' });
     assert.equal(missing.statusCode, 404);
     assert.equal(missing.json().type, 'urn:duplex:problem:route-not-found');
-    const query = await app.inject({ method: 'GET', url: '/v1/status?verbose=1' });
+    const query = await app.inject({ method: 'GET', url: '/v1/status?verbose=1', headers: bearer(testClusterToken('c0')) });
     assert.equal(query.statusCode, 400);
   });
 });

@@ -13,6 +13,7 @@ import {
   pendingMigrations,
   sleep,
   spawnService,
+  withoutSecrets,
   type ServiceRuntime,
 } from '@duplex/shared';
 import { startLocalPostgres, type RunningPostgres } from './postgres.ts';
@@ -33,15 +34,32 @@ export interface RunningTopology {
 }
 
 /** The processes a topology needs, in start order: drivers, servers, then cluster-managers (which launch the agents). */
-/** The secrets the processes start with: the servers' admin token, and each storage system's join token. */
+/**
+ * The secrets the processes start with: the servers' admin token, each storage system's join
+ * token, the control plane's token (servers and cluster-managers), and each cluster's token
+ * (its cluster-manager, driver and agents), keyed `system/cluster`.
+ */
 export interface TopologySecrets {
   adminToken: string;
   joinTokens: Record<string, string>;
+  serviceToken: string;
+  clusterTokens: Record<string, string>;
 }
 
-/** A join token per storage system, new at each start: agents register anew at each start anyway. */
-export function newJoinTokens(topology: Topology): Record<string, string> {
-  return Object.fromEntries(topology.storage_systems.map((system) => [system.id, `dpj_${randomBytes(32).toString('base64url')}`]));
+const newSecret = (prefix: string): string => `${prefix}_${randomBytes(32).toString('base64url')}`;
+
+/**
+ * The service secrets, new at each start (every process starts with them, and agents register
+ * anew anyway); the admin token is the user's and is kept.
+ */
+export function newTopologySecrets(topology: Topology, adminToken: string): TopologySecrets {
+  const systems = topology.storage_systems;
+  return {
+    adminToken,
+    joinTokens: Object.fromEntries(systems.map((system) => [system.id, newSecret('dpj')])),
+    serviceToken: newSecret('dps'),
+    clusterTokens: Object.fromEntries(systems.flatMap((system) => system.clusters.map((cluster) => [`${system.id}/${cluster.id}`, newSecret('dpc')]))),
+  };
 }
 
 export function processSpecs(topology: Topology, databaseUrl: string, secrets: TopologySecrets): ProcessSpec[] {
@@ -62,6 +80,7 @@ export function processSpecs(topology: Topology, databaseUrl: string, secrets: T
           DRIVER_BACKEND: system.backend,
           DRIVER_DEVICE_ROOT: system.device_root ?? '',
           DRIVER_MEMORY_DEVICES: devices,
+          CLUSTER_TOKEN: secrets.clusterTokens[`${system.id}/${cluster.id}`] ?? '',
         },
       });
       const servers = topology.servers.filter((server) => cluster.servers.includes(server.id));
@@ -78,6 +97,8 @@ export function processSpecs(topology: Topology, databaseUrl: string, secrets: T
           DRIVER_URL: cluster.driver_url,
           CM_SERVERS: servers.map((server) => `${server.id}=${server.url}`).join(','),
           JOIN_TOKEN: secrets.joinTokens[system.id] ?? '',
+          CLUSTER_TOKEN: secrets.clusterTokens[`${system.id}/${cluster.id}`] ?? '',
+          SERVICE_TOKEN: secrets.serviceToken,
         },
       });
     }
@@ -96,6 +117,7 @@ export function processSpecs(topology: Topology, databaseUrl: string, secrets: T
       JOIN_TOKENS: Object.entries(secrets.joinTokens)
         .map(([systemId, token]) => `${systemId}=${token}`)
         .join(','),
+      SERVICE_TOKEN: secrets.serviceToken,
     },
   }));
   return [...drivers, ...servers, ...managers];
@@ -106,7 +128,7 @@ export function processSpecs(topology: Topology, databaseUrl: string, secrets: T
  * migrations, device directories, then every process, each waited for until ready.
  */
 export async function runTopology(topology: Topology, options: { databaseUrl?: string; adminToken: string; say: (line: string) => void }): Promise<RunningTopology> {
-  const secrets: TopologySecrets = { adminToken: options.adminToken, joinTokens: newJoinTokens(topology) };
+  const secrets = newTopologySecrets(topology, options.adminToken);
   const { say } = options;
   let postgres: RunningPostgres | undefined;
   let databaseUrl = options.databaseUrl;
@@ -133,7 +155,7 @@ export async function runTopology(topology: Topology, options: { databaseUrl?: s
 
   const spawnChild = (spec: ProcessSpec): ChildProcess => {
     const logFile = join(topology.logs_dir, `${spec.name}.log`);
-    const child = spawnService(spec.role, { runtime, env: { ...process.env, ...spec.env }, stdio: ['ignore', openSync(logFile, 'a'), openSync(logFile, 'a')] });
+    const child = spawnService(spec.role, { runtime, env: { ...withoutSecrets(process.env), ...spec.env }, stdio: ['ignore', openSync(logFile, 'a'), openSync(logFile, 'a')] });
     children.set(spec.name, { spec, child });
     child.once('exit', (code, signal) => {
       if (stopping) return;

@@ -2,6 +2,7 @@ import type { ClusterManagerApi } from '@duplex/contracts';
 import {
   createDatabase,
   createServiceApp,
+  secretIs,
   databaseCheck,
   mountServiceContract,
   operationalHandlers,
@@ -30,7 +31,13 @@ declare module 'fastify' {
 
 export async function buildApp(options: BuildClusterManagerOptions): Promise<FastifyInstance> {
   const { config } = options;
-  const app = await createServiceApp({ service: `cluster-manager-${config.STORAGE_SYSTEM_ID}-${config.CLUSTER_ID}`, contract: 'cluster-manager', logger: options.logger });
+  const app = await createServiceApp({
+    service: `cluster-manager-${config.STORAGE_SYSTEM_ID}-${config.CLUSTER_ID}`,
+    contract: 'cluster-manager',
+    logger: options.logger,
+    // Its agents call with the cluster's token; servers and the peer cluster-manager with the control plane's.
+    credentials: { cluster: secretIs(config.CLUSTER_TOKEN), service: secretIs(config.SERVICE_TOKEN) },
+  });
   // Postgres text and jsonb hold neither U+0000 nor unpaired surrogates: such input is a 400, not a 500 from the database.
   app.addHook('preValidation', async (request) => refuseUnstorableText(request));
   const db = options.db ?? createDatabase(config.DATABASE_URL, { poolMax: 5, applicationName: `duplex-cm-${config.CLUSTER_ID}` });

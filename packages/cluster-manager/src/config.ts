@@ -1,4 +1,4 @@
-import { ConfigError, defineConfig, loadConfig, type ConfigOf } from '@duplex/shared';
+import { clusterTokenVariable, ConfigError, defineConfig, loadConfig, serviceTokenVariable, type ConfigOf } from '@duplex/shared';
 
 export const clusterManagerConfigSchema = defineConfig({
   STORAGE_SYSTEM_ID: { type: 'string', pattern: '^[a-z0-9][a-z0-9_-]{0,62}$', default: 'ss1', description: 'The storage system this cluster belongs to.' },
@@ -14,6 +14,8 @@ export const clusterManagerConfigSchema = defineConfig({
     pattern: '^[\\x21-\\x2B\\x2D-\\x3C\\x3E-\\x7E]{32,512}$',
     description: "The storage system's join token (as in the servers' JOIN_TOKENS): the agents this cluster-manager launches register with it.",
   },
+  CLUSTER_TOKEN: clusterTokenVariable,
+  SERVICE_TOKEN: serviceTokenVariable,
   CM_SERVERS: {
     type: 'string',
     pattern: '^[A-Za-z0-9][A-Za-z0-9_-]*=https?://[^,=]+(,[A-Za-z0-9][A-Za-z0-9_-]*=https?://[^,=]+)*$',

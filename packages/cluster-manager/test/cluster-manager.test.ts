@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { buildApp as buildDriver, createBackend } from '@duplex/driver';
-import { createTestDatabase, freePort, processExists, testJoinToken, waitFor, type TestDatabase } from '@duplex/testkit';
+import { bearer, createTestDatabase, freePort, injectWithToken, processExists, testClusterToken, testJoinToken, testServiceToken, waitFor, type TestDatabase } from '@duplex/testkit';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../src/app.ts';
 import { loadClusterManagerConfig } from '../src/config.ts';
@@ -20,7 +21,15 @@ describe('cluster-manager with a real driver and real agent processes', () => {
   let driver: FastifyInstance;
   let manager: FastifyInstance;
 
+  /** Secrets in the test process's own environment, as a launcher might leave them: the agents must not inherit them (nor DATABASE_URL). */
+  const inherited = { SERVICE_TOKEN: testServiceToken, ADMIN_TOKEN: 'dpx_an-admin-token-the-agents-must-not-see' };
+  const saved: Record<string, string | undefined> = {};
+
   before(async () => {
+    for (const [name, value] of Object.entries(inherited)) {
+      saved[name] = process.env[name];
+      process.env[name] = value;
+    }
     tdb = await createTestDatabase();
     driver = await buildDriver({
       backend: createBackend({
@@ -31,6 +40,7 @@ describe('cluster-manager with a real driver and real agent processes', () => {
           { id: 'd4', home_cluster: 'c1', capacity_bytes: 4000 },
         ],
       }),
+      clusterToken: testClusterToken('c0'),
       logger: false,
     });
     const driverUrl = await driver.listen({ host: '127.0.0.1', port: 0 });
@@ -43,14 +53,20 @@ describe('cluster-manager with a real driver and real agent processes', () => {
       DRIVER_URL: driverUrl,
       CM_SERVERS: `A=http://127.0.0.1:${await freePort()}`,
       JOIN_TOKEN: testJoinToken,
+      CLUSTER_TOKEN: testClusterToken('c0'),
+      SERVICE_TOKEN: testServiceToken,
       AGENT_RESTART_BASE_MS: '20',
     });
-    manager = await buildApp({ config, db: tdb.db, logger: false });
+    manager = injectWithToken(await buildApp({ config, db: tdb.db, logger: false }), testServiceToken);
     await manager.listen({ host: config.CM_HOST, port: config.CM_PORT });
     await manager.clusterManager.start();
   });
 
   after(async () => {
+    for (const [name, value] of Object.entries(saved)) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
     await manager?.close();
     await driver?.close();
     await tdb?.drop();
@@ -102,6 +118,42 @@ describe('cluster-manager with a real driver and real agent processes', () => {
     );
   });
 
+  it("gives its agents the cluster's token and the join token, and none of the control plane's secrets", async () => {
+    const [identity] = await tdb.db<IdentityRow>('agent_identities');
+    const environ = (await readFile(`/proc/${identity!.pid}/environ`, 'utf8')).split('\0');
+    const value = (name: string) => environ.find((entry) => entry.startsWith(`${name}=`))?.slice(name.length + 1);
+    assert.equal(value('CLUSTER_TOKEN'), testClusterToken('c0'));
+    assert.equal(value('JOIN_TOKEN'), testJoinToken);
+    for (const name of [...Object.keys(inherited), 'DATABASE_URL']) assert.equal(value(name), undefined, `${name} reached the agent`);
+  });
+
+  it("takes the agents' reads with the cluster's token, and everything with the control plane's, and nothing else", async () => {
+    const operations = [
+      ['GET', '/v1/inventory', ['cluster', 'service']],
+      ['POST', '/v1/inventory:refresh', ['service']],
+      ['POST', '/v1/failback', ['service']],
+      ['POST', '/v1/devices', ['service']],
+      ['POST', '/v1/devices/d0:set-state', ['service']],
+      ['DELETE', '/v1/devices/d0', ['service']],
+      ['GET', '/v1/agents', ['service']],
+    ] as const;
+    const tokens = { cluster: testClusterToken('c0'), service: testServiceToken, 'other cluster': testClusterToken('c1'), none: undefined };
+    const versions = await tdb.db('inventory_versions').count<{ count: string }[]>('* as count');
+    for (const [method, url, allowed] of operations) {
+      for (const [who, token] of Object.entries(tokens)) {
+        const headers = token === undefined ? { authorization: undefined } : bearer(token);
+        // No body: an allowed caller gets past authentication to the body's validation (400), a refused one does not (401).
+        const response = await manager.inject({ method, url, headers });
+        const refused = !(allowed as readonly string[]).includes(who);
+        if (refused) {
+          assert.equal(response.statusCode, 401, `${who} on ${method} ${url}`);
+          assert.equal(response.json().type, 'urn:duplex:problem:unauthenticated');
+        } else assert.notEqual(response.statusCode, 401, `${who} on ${method} ${url}`);
+      }
+    }
+    assert.deepEqual(await tdb.db('inventory_versions').count<{ count: string }[]>('* as count'), versions, 'no refused call stored anything');
+  });
+
   it('restarts an agent that is killed, with a new pid and a restart count', async () => {
     const [before] = await tdb.db<IdentityRow>('agent_identities');
     process.kill(before!.pid!, 'SIGKILL');
@@ -149,6 +201,8 @@ describe('a cluster-manager whose driver is slow to start', () => {
       DRIVER_URL: `http://127.0.0.1:${driverPort}`,
       CM_SERVERS: `A=http://127.0.0.1:${await freePort()}`,
       JOIN_TOKEN: testJoinToken,
+      CLUSTER_TOKEN: testClusterToken('c0'),
+      SERVICE_TOKEN: testServiceToken,
       CLUSTER_LEASE_TTL_MS: '300',
     });
     const manager = await buildApp({ config, db: tdb.db, logger: false });
@@ -164,7 +218,7 @@ describe('a cluster-manager whose driver is slow to start', () => {
         samples.push(rows[0]!.held);
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
-      driver = await buildDriver({ backend: createBackend({ kind: 'memory', devices: [{ id: 'd0', home_cluster: 'c0', capacity_bytes: 1000 }] }), logger: false });
+      driver = await buildDriver({ backend: createBackend({ kind: 'memory', devices: [{ id: 'd0', home_cluster: 'c0', capacity_bytes: 1000 }] }), clusterToken: testClusterToken('c0'), logger: false });
       await driver.listen({ host: '127.0.0.1', port: driverPort });
       await starting;
       assert.ok(samples.length >= 10, `only ${samples.length} samples`);

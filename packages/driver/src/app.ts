@@ -1,5 +1,5 @@
 import type { DriverApi } from '@duplex/contracts';
-import { createServiceApp, mountServiceContract, operationalHandlers, type OperationHandlers } from '@duplex/shared';
+import { createServiceApp, mountServiceContract, operationalHandlers, secretIs, type OperationHandlers } from '@duplex/shared';
 import type { FastifyInstance, FastifyServerOptions } from 'fastify';
 import { DeviceWatch, describeChanges } from './lib/device-watch.ts';
 import type { DriverBackend } from './lib/types.ts';
@@ -9,6 +9,8 @@ import { executionHandlers } from './routes/executions.ts';
 
 export interface BuildAppOptions {
   backend: DriverBackend;
+  /** The cluster's token (CLUSTER_TOKEN): every device operation must carry it. */
+  clusterToken: string;
   /** Pino options, or false to log nothing (tests); the shared default when omitted. */
   logger?: FastifyServerOptions['logger'];
   /** How often the devices are probed for changes; 500 ms when omitted. */
@@ -23,7 +25,7 @@ declare module 'fastify' {
 
 /** The driver's HTTP API over a backend, ready for `inject` or `listen`. */
 export async function buildApp(options: BuildAppOptions): Promise<FastifyInstance> {
-  const app = await createServiceApp({ service: 'driver', contract: 'driver', logger: options.logger });
+  const app = await createServiceApp({ service: 'driver', contract: 'driver', logger: options.logger, credentials: { cluster: secretIs(options.clusterToken) } });
   const watch = new DeviceWatch(
     options.backend,
     options.probeIntervalMs ?? 500,

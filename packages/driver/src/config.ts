@@ -1,4 +1,4 @@
-import { ConfigError, defineConfig, type ConfigOf } from '@duplex/shared';
+import { clusterTokenVariable, ConfigError, defineConfig, type ConfigOf } from '@duplex/shared';
 import type { BackendOptions } from './lib/backend.ts';
 import { parseMemoryDevices } from './lib/memory-store.ts';
 
@@ -19,6 +19,7 @@ export const driverConfigSchema = defineConfig({
     pattern: idPattern,
     description: 'The cluster this driver belongs to (named in every log line).',
   },
+  CLUSTER_TOKEN: clusterTokenVariable,
   DRIVER_BACKEND: {
     type: 'string',
     enum: ['file', 'memory'],

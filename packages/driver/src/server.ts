@@ -9,6 +9,7 @@ await runService('driver', async () => {
   const logger = defaultLogger('driver');
   const app = await buildApp({
     backend,
+    clusterToken: config.CLUSTER_TOKEN,
     probeIntervalMs: config.DRIVER_PROBE_INTERVAL_MS,
     logger:
       typeof logger === 'object'

@@ -8,11 +8,12 @@ import {
   runtimeFromEnvironment,
   spawnService,
   startEmbeddedPostgres,
+  withoutSecrets,
   type Database,
   type EmbeddedPostgresServer,
   type ServiceRuntime,
 } from '@duplex/shared';
-import { bearer, createTestDatabase, freePort, testAdminToken, testJoinToken, waitFor, type TestDatabase } from '@duplex/testkit';
+import { bearer, createTestDatabase, freePort, testAdminToken, testClusterToken, testJoinToken, testServiceToken, waitFor, type TestDatabase } from '@duplex/testkit';
 
 /**
  * Leases long enough that a loaded machine never fails a live process over, for tests that
@@ -120,7 +121,12 @@ export class TopologyHarness {
     );
     mkdirSync(this.topology.logs_dir, { recursive: true });
     await prepareTopology(this.topology, this.databaseUrl, () => {});
-    const specs = processSpecs(this.topology, this.databaseUrl, { adminToken: testAdminToken, joinTokens: { ss1: testJoinToken } });
+    const specs = processSpecs(this.topology, this.databaseUrl, {
+      adminToken: testAdminToken,
+      joinTokens: { ss1: testJoinToken },
+      serviceToken: testServiceToken,
+      clusterTokens: { 'ss1/c0': testClusterToken('c0'), 'ss1/c1': testClusterToken('c1') },
+    });
     for (const role of ['driver', 'server', 'cluster-manager'] as const) {
       await Promise.all(specs.filter((spec) => spec.role === role).map((spec) => this.launch(spec)));
     }
@@ -151,7 +157,7 @@ export class TopologyHarness {
     const log = openSync(join(this.topology.logs_dir, `${spec.name}.log`), 'a');
     const child = spawnService(spec.role, {
       runtime: this.options.runtime ?? runtimeFromEnvironment(process.env) ?? 'source',
-      env: { ...process.env, LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'info', ...this.options.env, ...spec.env },
+      env: { ...withoutSecrets(process.env), LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'info', ...this.options.env, ...spec.env },
       stdio: ['ignore', log, log],
     });
     this.processes.set(spec.name, { spec, child });

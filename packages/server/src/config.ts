@@ -1,4 +1,4 @@
-import { defineConfig, loadConfig, type ConfigOf } from '@duplex/shared';
+import { defineConfig, loadConfig, secretPattern, serviceTokenVariable, type ConfigOf } from '@duplex/shared';
 
 export const serverConfigSchema = defineConfig({
   SERVER_ID: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$', default: 'A', description: "This server's id; agents register with it by this id." },
@@ -35,10 +35,11 @@ export const serverConfigSchema = defineConfig({
   IDEMPOTENCY_KEY_TTL_HOURS: { type: 'integer', minimum: 1, maximum: 8760, default: 24, description: 'How long an Idempotency-Key is remembered.' },
   ADMIN_TOKEN: {
     type: 'string',
-    pattern: '^[\\x21-\\x7E]{32,512}$',
+    pattern: secretPattern,
     description:
       'An admin API token (32 to 512 visible ASCII characters) this server accepts and records (hashed) at start, to create the other tokens with. Without it, a server that finds no admin token in the database creates one and prints it once on standard error.',
   },
+  SERVICE_TOKEN: serviceTokenVariable,
   JOIN_TOKENS: {
     type: 'string',
     pattern: '^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})=[\\x21-\\x2B\\x2D-\\x3C\\x3E-\\x7E]{32,512}(,(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})=[\\x21-\\x2B\\x2D-\\x3C\\x3E-\\x7E]{32,512})*$',

@@ -33,6 +33,27 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
+/** A secret an operator sets: 32 to 512 visible ASCII characters. */
+export const secretPattern = '^[\\x21-\\x7E]{32,512}$';
+
+/** The cluster's token: its cluster-manager, its driver and its agents hold it (and nothing else does). */
+export const clusterTokenVariable = {
+  type: 'string',
+  required: true,
+  pattern: secretPattern,
+  description:
+    "The cluster's token (32 to 512 visible ASCII characters): the cluster-manager, the driver and the agents of this cluster call each other with it, and a process of another cluster, which holds its own, is refused. Each cluster has its own; the cluster-manager passes it to the agents it launches.",
+} as const satisfies ConfigVariable;
+
+/** The control plane's token: the servers and the cluster-managers hold it. */
+export const serviceTokenVariable = {
+  type: 'string',
+  required: true,
+  pattern: secretPattern,
+  description:
+    "The control plane's token (32 to 512 visible ASCII characters), the same for every server and cluster-manager: servers call cluster-managers with it (device administration, failback, rescans), and so does a cluster-manager its peer. Agents and drivers never hold it.",
+} as const satisfies ConfigVariable;
+
 /** Declares a service's configuration; the object doubles as its documentation. */
 export const defineConfig = <const S extends ConfigSchema>(schema: S): S => schema;
 

@@ -82,13 +82,14 @@ export function mountContract(
         method: method.toUpperCase() as Uppercase<(typeof httpMethods)[number]>,
         url: toRouterPath(path),
         schema: routeSchema(operation),
-        // x-duplex-role: the least role a user's token must carry; x-duplex-caller: who else may
-        // call (agents, with their credentials). Both are absent on open operations.
+        // x-duplex-role: the least role a user's token must carry; x-duplex-caller: which
+        // services may call, each with its own credential (one name or a list). Both are absent
+        // on open operations.
         config: {
           operationId: operation.operationId,
           openApiPath: path,
           role: typeof operation['x-duplex-role'] === 'string' ? operation['x-duplex-role'] : undefined,
-          caller: typeof operation['x-duplex-caller'] === 'string' ? operation['x-duplex-caller'] : undefined,
+          callers: callersOf(operation['x-duplex-caller']),
         },
         handler: handler as never,
       });
@@ -96,6 +97,12 @@ export function mountContract(
   }
   const extra = Object.keys(handlers).filter((operationId) => !known.has(operationId));
   if (extra.length > 0) throw new Error(`handlers for undocumented operations: ${extra.join(', ')}`);
+}
+
+/** The callers an operation names in x-duplex-caller: none, one, or a list. */
+function callersOf(value: unknown): string[] {
+  if (typeof value === 'string') return [value];
+  return Array.isArray(value) ? value.filter((item): item is string => typeof item === 'string') : [];
 }
 
 function routeSchema(operation: OpenApiOperation): Record<string, unknown> {

@@ -16,3 +16,5 @@ export * from './embedded-postgres.ts';
 export * from './metrics.ts';
 export * from './trace-context.ts';
 export * from './storable-text.ts';
+export * from './secrets.ts';
+export * from './service-auth.ts';

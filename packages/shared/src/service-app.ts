@@ -8,6 +8,7 @@ import { registerProblemHandlers, sendProblem } from './errors.ts';
 import { createServiceMetrics, type ServiceMetrics } from './metrics.ts';
 import { problemDocument, ProblemError } from './problem.ts';
 import { randomHex } from './random-hex.ts';
+import { installServiceAuthentication, type CredentialCheck } from './service-auth.ts';
 import { continueTrace, formatTraceparent, newTrace, traceLogFields, type TraceContext } from './trace-context.ts';
 import { createValidatorCompiler } from './validation.ts';
 
@@ -17,6 +18,8 @@ export interface ServiceAppOptions {
   /** Pino options, or false to log nothing (tests). */
   logger?: FastifyServerOptions['logger'];
   bodyLimit?: number;
+  /** Checks of the credentials of the callers the contract names (x-duplex-caller), by caller. */
+  credentials?: Record<string, CredentialCheck>;
 }
 
 const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -132,6 +135,7 @@ export async function createServiceApp(options: ServiceAppOptions): Promise<Fast
     const route = 'openApiPath' in config && typeof config.openApiPath === 'string' ? config.openApiPath : (url ?? 'unmatched');
     metrics.httpRequestDuration.observe({ method: request.method, route, status: reply.statusCode }, reply.elapsedTime / 1000);
   });
+  if (options.credentials) installServiceAuthentication(app, options.credentials);
   await app.register(swagger, { mode: 'static', specification: { document: loadContract(options.contract) as never } });
   await app.register(swaggerUi, { routePrefix: '/docs' });
   return app;

@@ -1,3 +1,4 @@
+import { bearer } from '@duplex/shared';
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
 
 /** The admin token the tests' servers are started with (ADMIN_TOKEN); never used outside tests. */
@@ -6,6 +7,12 @@ export const testAdminToken = 'dpx_test-admin-token-for-duplex-tests-only';
 /** The join token of every storage system in the tests (JOIN_TOKENS of the servers, JOIN_TOKEN of the rest). */
 export const testJoinToken = 'dpj_test-join-token-for-duplex-tests-only';
 export const testJoinTokens = `*=${testJoinToken}`;
+
+/** The control plane's token of the tests' servers and cluster-managers (SERVICE_TOKEN). */
+export const testServiceToken = 'dps_test-service-token-for-duplex-tests-only';
+
+/** A cluster's token in the tests (CLUSTER_TOKEN of its cluster-manager, driver and agents): each cluster has its own. */
+export const testClusterToken = (clusterId = 'c0'): string => `dpc_test-cluster-token-of-${clusterId}-for-duplex-tests-only`;
 
 /** A path segment decoded, or as it is when it is not valid percent-encoding (a test of bad input). */
 const decoded = (segment: string): string => {
@@ -16,7 +23,7 @@ const decoded = (segment: string): string => {
   }
 };
 
-export const bearer = (token: string): { authorization: string } => ({ authorization: `Bearer ${token}` });
+export { bearer };
 
 /**
  * Makes `app.inject` send what a well-behaved caller would, unless a request names its own

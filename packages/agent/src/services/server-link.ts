@@ -1,5 +1,5 @@
 import type { ClusterManagerApi, ServerApi } from '@duplex/contracts';
-import { backoffDelayMs, JsonClient, sleep } from '@duplex/shared';
+import { backoffDelayMs, bearer, JsonClient, sameSecret, sleep } from '@duplex/shared';
 import type { FastifyBaseLogger } from 'fastify';
 import type { AgentConfig } from '../config.ts';
 import type { AgentMetrics } from '../metrics.ts';
@@ -10,8 +10,6 @@ type HeartbeatResponse = ServerApi.components['schemas']['HeartbeatResponse'];
 type Inventory = ClusterManagerApi.components['schemas']['Inventory'];
 
 const reportBatchLimit = 1000;
-
-const bearer = (secret: string): { authorization: string } => ({ authorization: `Bearer ${secret}` });
 
 /**
  * The server no longer takes this registration: it does not know the agent (404), a newer
@@ -33,6 +31,8 @@ export class ServerLink {
   /** The cluster-manager's entity tag for the reported version. */
   private reportedInventoryEtag: string | undefined;
   readonly reports = new ReportBuffer();
+  /** The credential a rotation replaced: the server may still dispatch with it until it expires. */
+  private previousCredential: { secret: string; expiresAt: number } | undefined;
 
   private readonly server: JsonClient;
   private readonly clusterManager: JsonClient;
@@ -53,7 +53,19 @@ export class ServerLink {
     private readonly metrics?: AgentMetrics,
   ) {
     this.server = new JsonClient(config.SERVER_URL, { name: `server ${config.SERVER_ID}`, timeoutMs: 5_000 });
-    this.clusterManager = new JsonClient(config.CLUSTER_MANAGER_URL, { name: 'cluster-manager', timeoutMs: 5_000 });
+    this.clusterManager = new JsonClient(config.CLUSTER_MANAGER_URL, { name: 'cluster-manager', timeoutMs: 5_000, headers: bearer(config.CLUSTER_TOKEN) });
+  }
+
+  /**
+   * Whether a caller presented this agent's credential (or the one a rotation just replaced):
+   * only its server, which issued it, has it. The server dispatches with it.
+   */
+  holdsCredential(secret: string, now = Date.now()): boolean {
+    const current = this.registration?.credential;
+    const previous = this.previousCredential;
+    const isCurrent = sameSecret(secret, current);
+    const isPrevious = previous !== undefined && previous.expiresAt > now && sameSecret(secret, previous.secret);
+    return isCurrent || isPrevious;
   }
 
   get registered(): boolean {
@@ -89,6 +101,7 @@ export class ServerLink {
         const response = await this.server.call<Registration>('POST', '/v1/agents', { body, headers: bearer(this.config.JOIN_TOKEN) });
         if (response.status === 200 || response.status === 201) {
           this.registration = response.body;
+        this.previousCredential = undefined;
           this.log.info({ agent_id: response.body.id, incarnation: response.body.incarnation }, 'registered with the server');
           this.scheduleHeartbeat();
           this.reportInventory();
@@ -120,6 +133,7 @@ export class ServerLink {
       this.metrics?.heartbeat(response.status === 200 ? 'renewed' : registrationLost(response.status) ? 'refused' : 'failed');
       if (response.status === 200 && response.body.credential && response.body.credential_expires_at) {
         // The server rotated the credential: the old one stays valid until it expires, for requests already sent.
+        this.previousCredential = { secret: registration.credential, expiresAt: Date.parse(registration.credential_expires_at) };
         registration.credential = response.body.credential;
         registration.credential_expires_at = response.body.credential_expires_at;
       }

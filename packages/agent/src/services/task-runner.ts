@@ -1,5 +1,5 @@
 import type { AgentApi, DriverApi } from '@duplex/contracts';
-import { backoffDelayMs, continueTrace, formatTraceparent, JsonClient, KeyedLock, parseTraceparent, problemCodeOf, sleep, traceLogFields } from '@duplex/shared';
+import { backoffDelayMs, bearer, continueTrace, formatTraceparent, JsonClient, KeyedLock, parseTraceparent, problemCodeOf, sleep, traceLogFields } from '@duplex/shared';
 import type { FastifyBaseLogger } from 'fastify';
 import type { AgentConfig } from '../config.ts';
 import type { AgentMetrics } from '../metrics.ts';
@@ -26,7 +26,7 @@ export class TaskRunner {
     private readonly log: FastifyBaseLogger,
     private readonly metrics?: AgentMetrics,
   ) {
-    this.driver = new JsonClient(config.DRIVER_URL, { name: 'driver', timeoutMs: 30_000, connections: 32 });
+    this.driver = new JsonClient(config.DRIVER_URL, { name: 'driver', timeoutMs: 30_000, connections: 32, headers: bearer(config.CLUSTER_TOKEN) });
   }
 
   /** 'ok' when the driver answers its readiness check. */

@@ -1,5 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
-import { backoffDelayMs, isHealthy, spawnService, type Database } from '@duplex/shared';
+import { backoffDelayMs, isHealthy, spawnService, withoutSecrets, type Database } from '@duplex/shared';
 import type { FastifyBaseLogger } from 'fastify';
 import type { ClusterManagerConfig, ConfiguredServer } from '../config.ts';
 import type { ClusterManagerMetrics } from '../metrics.ts';
@@ -85,14 +85,15 @@ export class AgentSupervisor {
    * DUPLEX_RUNTIME, so the agents run as this process does (bundle or sources).
    */
   private commonEnv(): Record<string, string | undefined> {
-    const { DATABASE_URL: _database, ...inherited } = process.env;
+    // Agents hold neither the database nor the control plane's secrets: only the two tokens below.
     return {
-      ...inherited,
+      ...withoutSecrets(process.env),
       STORAGE_SYSTEM_ID: this.config.STORAGE_SYSTEM_ID,
       CLUSTER_ID: this.config.CLUSTER_ID,
       DRIVER_URL: this.config.DRIVER_URL,
       CLUSTER_MANAGER_URL: this.config.CM_PUBLIC_URL,
       JOIN_TOKEN: this.config.JOIN_TOKEN,
+      CLUSTER_TOKEN: this.config.CLUSTER_TOKEN,
       AGENT_HOST: this.config.AGENT_HOST,
       AGENT_PUBLIC_HOST: this.config.AGENT_PUBLIC_HOST ?? this.config.AGENT_HOST,
       AGENT_PORT: '0',

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { DriverApi } from '@duplex/contracts';
-import { backoffDelayMs, isHealthy, JsonClient, KeyedLock, ProblemError, problemCodeOf, sleep, type Database, type ProblemDocument } from '@duplex/shared';
+import { backoffDelayMs, bearer, isHealthy, JsonClient, KeyedLock, ProblemError, problemCodeOf, sleep, type Database, type ProblemDocument } from '@duplex/shared';
 import type { Knex } from 'knex';
 import type { FastifyBaseLogger } from 'fastify';
 import type { ClusterManagerConfig } from '../config.ts';
@@ -48,8 +48,9 @@ export class ClusterManager {
     private readonly log: FastifyBaseLogger,
     private readonly metrics?: ClusterManagerMetrics,
   ) {
-    this.driver = new JsonClient(config.DRIVER_URL, { name: 'driver', timeoutMs: 10_000 });
-    this.driverWatch = new JsonClient(config.DRIVER_URL, { name: 'driver', timeoutMs: watchWaitMs + 5_000, connections: 1 });
+    const clusterCredential = bearer(config.CLUSTER_TOKEN);
+    this.driver = new JsonClient(config.DRIVER_URL, { name: 'driver', timeoutMs: 10_000, headers: clusterCredential });
+    this.driverWatch = new JsonClient(config.DRIVER_URL, { name: 'driver', timeoutMs: watchWaitMs + 5_000, connections: 1, headers: clusterCredential });
     this.supervisor = new AgentSupervisor(config, db, log, metrics);
   }
 
@@ -180,7 +181,7 @@ export class ClusterManager {
     const inventory = await this.refreshInventory('failback', undefined, this.config.DRIVER_WAIT_MS);
     for (const peer of await peersOf(this.db, this.config.STORAGE_SYSTEM_ID, this.config.CLUSTER_ID)) {
       if (!peer.manager_url) continue;
-      const client = new JsonClient(peer.manager_url, { name: `cluster-manager ${peer.id}`, timeoutMs: 5_000, connections: 1 });
+      const client = new JsonClient(peer.manager_url, { name: `cluster-manager ${peer.id}`, timeoutMs: 5_000, connections: 1, headers: bearer(this.config.SERVICE_TOKEN) });
       try {
         await client.call('POST', '/v1/inventory:refresh');
       } catch (error) {
@@ -283,7 +284,7 @@ export class ClusterManager {
           this.metrics?.broadcast('dropped');
           return;
         }
-        const client = new JsonClient(url, { name: 'agent', timeoutMs: 2_000, connections: 1 });
+        const client = new JsonClient(url, { name: 'agent', timeoutMs: 2_000, connections: 1, headers: bearer(this.config.CLUSTER_TOKEN) });
         try {
           const response = await client.call('POST', '/v1/inventory-changes', { body: { version } });
           this.metrics?.broadcast(response.status === 202 ? 'delivered' : 'refused');

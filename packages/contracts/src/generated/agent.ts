@@ -176,6 +176,8 @@ export interface components {
             agent_id: string | null;
             incarnation: number | null;
             registered: boolean;
+            /** @description Whether the cluster-manager fenced the agent because the cluster does not hold its lease: it takes no tasks meanwhile. */
+            fenced: boolean;
             /** @description The inventory version last sent to the server. */
             inventory_version: number | null;
             tasks_in_hand: number;
@@ -217,6 +219,17 @@ export interface components {
         };
     };
     responses: {
+        /** @description No bearer token, or not one the caller may use here. */
+        Unauthorized: {
+            headers: {
+                /** @description `Bearer realm="duplex"` */
+                "WWW-Authenticate"?: string;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
         /** @description The body is larger than the service accepts (1 MiB). */
         PayloadTooLarge: {
             headers: {
@@ -380,6 +393,7 @@ export interface operations {
                 };
             };
             400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
         };
     };
     acceptTasks: {
@@ -424,6 +438,7 @@ export interface operations {
                 };
             };
             400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             503: components["responses"]["Unavailable"];
@@ -457,6 +472,7 @@ export interface operations {
                 };
             };
             400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
         };

@@ -1,17 +1,21 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { ConfigError, loadConfig } from '@duplex/shared';
+import { testClusterToken } from '@duplex/testkit';
 import { backendOptionsFromConfig, driverConfigSchema } from '../../src/config.ts';
 
-test('every variable has a description and a documented default', () => {
+const required = { CLUSTER_TOKEN: testClusterToken() };
+
+test('every variable has a description, and a documented default unless it is required', () => {
   for (const [name, variable] of Object.entries(driverConfigSchema)) {
     assert.ok(variable.description.length > 10, name);
-    assert.notEqual(variable.default, undefined, name);
+    if (!('required' in variable)) assert.notEqual(variable.default, undefined, name);
   }
+  assert.throws(() => loadConfig(driverConfigSchema, {}), /CLUSTER_TOKEN/);
 });
 
 test('defaults give the file backend on 127.0.0.1:7421', () => {
-  const config = loadConfig(driverConfigSchema, {});
+  const config = loadConfig(driverConfigSchema, required);
   assert.equal(config.DRIVER_HOST, '127.0.0.1');
   assert.equal(config.DRIVER_PORT, 7421);
   assert.deepEqual(backendOptionsFromConfig(config), { kind: 'file', deviceRoot: '.duplex/devices/ss1' });
@@ -19,6 +23,7 @@ test('defaults give the file backend on 127.0.0.1:7421', () => {
 
 test('the memory backend reads its devices and faults', () => {
   const config = loadConfig(driverConfigSchema, {
+    ...required,
     DRIVER_BACKEND: 'memory',
     DRIVER_MEMORY_DEVICES: 'd0:c0:100,d1:c1:200',
     DRIVER_FAULT_LATENCY_MS: '5',
@@ -35,9 +40,9 @@ test('the memory backend reads its devices and faults', () => {
 });
 
 test('bad values are one ConfigError naming them', () => {
-  assert.throws(() => loadConfig(driverConfigSchema, { DRIVER_BACKEND: 'lvm' }), (error: unknown) => error instanceof ConfigError && /DRIVER_BACKEND/.test(error.message));
-  assert.throws(() => loadConfig(driverConfigSchema, { DRIVER_FAULT_FAILURE_RATE: '1.5' }), /DRIVER_FAULT_FAILURE_RATE/);
-  assert.throws(() => loadConfig(driverConfigSchema, { DRIVER_PORT: 'x' }), /DRIVER_PORT/);
-  const duplicate = loadConfig(driverConfigSchema, { DRIVER_BACKEND: 'memory', DRIVER_MEMORY_DEVICES: 'd0:c0:1,d0:c0:2' });
+  assert.throws(() => loadConfig(driverConfigSchema, { ...required, DRIVER_BACKEND: 'lvm' }), (error: unknown) => error instanceof ConfigError && /DRIVER_BACKEND/.test(error.message));
+  assert.throws(() => loadConfig(driverConfigSchema, { ...required, DRIVER_FAULT_FAILURE_RATE: '1.5' }), /DRIVER_FAULT_FAILURE_RATE/);
+  assert.throws(() => loadConfig(driverConfigSchema, { ...required, DRIVER_PORT: 'x' }), /DRIVER_PORT/);
+  const duplicate = loadConfig(driverConfigSchema, { ...required, DRIVER_BACKEND: 'memory', DRIVER_MEMORY_DEVICES: 'd0:c0:1,d0:c0:2' });
   assert.throws(() => backendOptionsFromConfig(duplicate), (error: unknown) => error instanceof ConfigError && /listed twice/.test(error.message));
 });

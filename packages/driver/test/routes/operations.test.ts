@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
 import { test } from 'node:test';
 import { buildApp } from '../../src/app.ts';
+import { testClusterToken } from '@duplex/testkit';
 import { createBackend } from '../../src/lib/backend.ts';
 import { fileDriver } from './file-driver.ts';
 
@@ -26,7 +27,7 @@ test('GET /readyz is ready while the device root can be read, 503 when it cannot
 });
 
 test('the memory backend is always ready', async (t) => {
-  const app = await buildApp({ backend: createBackend({ kind: 'memory', devices: [] }), logger: false });
+  const app = await buildApp({ backend: createBackend({ kind: 'memory', devices: [] }), clusterToken: testClusterToken(), logger: false });
   t.after(() => app.close());
   const response = await app.inject({ method: 'GET', url: '/readyz' });
   assert.equal(response.statusCode, 200);

@@ -1,5 +1,5 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { secretHash } from './tokens.ts';
+import { secretHash } from '@duplex/shared';
 
 /** A credential an agent holds: stored as its hash, valid until `expiresAt` (ms). */
 export interface StoredCredential {
@@ -41,12 +41,6 @@ export function parseJoinTokens(value: string | undefined): Map<string, string> 
     tokens.set(entry.slice(0, at), entry.slice(at + 1));
   }
   return tokens;
-}
-
-/** Whether `given` is the join token `expected`, compared in constant time (hashes of equal length). */
-export function matchesJoinToken(given: string, expected: string | undefined): boolean {
-  if (expected === undefined) return false;
-  return timingSafeEqual(Buffer.from(secretHash(given), 'hex'), Buffer.from(secretHash(expected), 'hex'));
 }
 
 /** The join token a storage system's agents must present: its own, or the one for all others ("*"). */

@@ -12,6 +12,12 @@ export interface RegisteredAgent {
   unreachableUntil: number;
   /** The agent's credentials (hashes), newest first: its requests must carry one of them. */
   credentials: StoredCredential[];
+  /**
+   * The credential the agent last showed it holds (issued at its registration, or presented
+   * since), which dispatches carry so the agent knows its server. Kept in memory only: after a
+   * restart the server routes to the agent from its first heartbeat on.
+   */
+  dispatchCredential?: string;
 }
 
 /** Who presented a credential for an agent: that agent, another agent of this server, or nobody known. */
@@ -32,7 +38,12 @@ export class AgentRegistry {
   /** Adds or updates an agent; without `credentials` it keeps those it holds. */
   upsert(agent: Omit<RegisteredAgent, 'unreachableUntil' | 'credentials'> & { credentials?: StoredCredential[] }): void {
     const previous = this.agents.get(agent.id);
-    const registered: RegisteredAgent = { ...agent, unreachableUntil: 0, credentials: agent.credentials ?? previous?.credentials ?? [] };
+    const registered: RegisteredAgent = {
+      ...agent,
+      unreachableUntil: 0,
+      credentials: agent.credentials ?? previous?.credentials ?? [],
+      dispatchCredential: agent.dispatchCredential ?? previous?.dispatchCredential,
+    };
     const key = AgentRegistry.clusterKey(agent.storage_system_id, agent.cluster_id);
     if (previous) {
       const previousKey = AgentRegistry.clusterKey(previous.storage_system_id, previous.cluster_id);
@@ -53,6 +64,12 @@ export class AgentRegistry {
   setCredentials(id: string, credentials: StoredCredential[]): void {
     const agent = this.agents.get(id);
     if (agent) agent.credentials = credentials;
+  }
+
+  /** Records the credential agent `id` just presented (and so holds): its dispatches carry it from now on. */
+  notePresented(id: string, secret: string): void {
+    const agent = this.agents.get(id);
+    if (agent) agent.dispatchCredential = secret;
   }
 
   /**
@@ -86,12 +103,12 @@ export class AgentRegistry {
     return [...(this.byCluster.get(AgentRegistry.clusterKey(storageSystemId, clusterId))?.values() ?? [])];
   }
 
-  /** The agent this server routes a cluster's tasks to: live, and not known to be unreachable. */
+  /** The agent this server routes a cluster's tasks to: live, not known to be unreachable, and with a credential to call it with. */
   routeFor(storageSystemId: string, clusterId: string, now: number): RegisteredAgent | undefined {
     const cluster = this.byCluster.get(AgentRegistry.clusterKey(storageSystemId, clusterId));
     if (!cluster) return undefined;
     for (const agent of cluster.values()) {
-      if (agent.leaseExpiresAt > now && agent.unreachableUntil <= now) return agent;
+      if (agent.leaseExpiresAt > now && agent.unreachableUntil <= now && agent.dispatchCredential !== undefined) return agent;
     }
     return undefined;
   }

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { randomHex } from '@duplex/shared';
 
 export type Role = 'viewer' | 'operator' | 'admin';
@@ -21,20 +21,4 @@ export function newTokenSecret(): string {
 /** Token ids sort by creation time, so a list is newest first by id alone. */
 export function newTokenId(now = Date.now()): string {
   return `tok_${now.toString(36).padStart(9, '0')}${randomHex(6)}`;
-}
-
-/**
- * What is stored of a secret. A plain SHA-256 suffices, and a lookup by it is safe, because a
- * secret is random and long (or, for ADMIN_TOKEN, at least 32 characters): there is nothing
- * to guess by trying hashes, and no secret is ever compared in the clear.
- */
-export function secretHash(secret: string): string {
-  return createHash('sha256').update(secret, 'utf8').digest('hex');
-}
-
-/** The token of an `Authorization: Bearer <token>` header, or undefined for anything else. */
-export function bearerToken(header: string | string[] | undefined): string | undefined {
-  if (typeof header !== 'string' || header.length > 600) return undefined;
-  const match = /^Bearer +([\x21-\x7E]+) *$/i.exec(header);
-  return match?.[1];
 }

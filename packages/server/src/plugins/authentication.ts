@@ -1,6 +1,7 @@
 import type { FastifyInstance, onRequestHookHandler } from 'fastify';
+import { secretHash } from '@duplex/shared';
 import type { ServerContext } from '../context.ts';
-import { isRole, newTokenId, newTokenSecret, secretHash } from '../lib/tokens.ts';
+import { isRole, newTokenId, newTokenSecret } from '../lib/tokens.ts';
 import { ensureAdminToken } from '../repositories/tokens.ts';
 import type { Caller } from '../services/authenticator.ts';
 
@@ -22,13 +23,13 @@ export async function installAuthentication(app: FastifyInstance, context: Serve
   app.decorateRequest('caller', null);
   // A hook on the routes that need it (added as each route is), so open routes pay nothing.
   app.addHook('onRoute', (route) => {
-    const { role, caller, operationId } = (route.config ?? {}) as { role?: unknown; caller?: unknown; operationId?: string };
+    const { role, callers = [], operationId } = (route.config ?? {}) as { role?: unknown; callers?: string[]; operationId?: string };
     let check: onRequestHookHandler | undefined;
     if (isRole(role)) {
       check = async (request) => {
         request.caller = await context.authenticator.authorize(request.headers.authorization, role, operationId ?? request.url, request.ip);
       };
-    } else if (caller === 'agent') {
+    } else if (callers.includes('agent')) {
       // The agent's id is the path's: a credential speaks for its own agent only.
       check = async (request) => context.authenticator.authorizeAgent(request.headers.authorization, (request.params as { id?: string }).id ?? '', request.ip);
     }

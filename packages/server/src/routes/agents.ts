@@ -76,6 +76,7 @@ export function agentHandlers(context: ServerContext): Pick<OperationHandlers<Op
         leaseExpiresAt: row.lease_expires_at.getTime(),
         // A new registration starts with the new credential alone: the old one's process is gone or starting over.
         credentials: [credential.stored],
+        dispatchCredential: credential.secret,
       });
       if (created || newIncarnation) request.log.info({ agent_id: id, incarnation: row.incarnation }, 'agent registered');
       context.dispatcher.kick();

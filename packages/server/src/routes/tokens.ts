@@ -1,7 +1,7 @@
 import type { ServerApi } from '@duplex/contracts';
-import { ProblemError, type OperationHandlers } from '@duplex/shared';
+import { ProblemError, secretHash, type OperationHandlers } from '@duplex/shared';
 import type { ServerContext } from '../context.ts';
-import { newTokenId, newTokenSecret, secretHash } from '../lib/tokens.ts';
+import { newTokenId, newTokenSecret } from '../lib/tokens.ts';
 import { insertToken, listTokens, revokeToken, type TokenRow } from '../repositories/tokens.ts';
 
 type Ops = ServerApi.operations;

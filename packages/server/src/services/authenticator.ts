@@ -1,8 +1,8 @@
-import { ProblemError, type Database } from '@duplex/shared';
-import { joinTokenFor, matchesJoinToken } from '../lib/agent-credentials.ts';
+import { bearerToken, ProblemError, sameSecret, secretHash, type Database } from '@duplex/shared';
+import { joinTokenFor } from '../lib/agent-credentials.ts';
 import type { AgentRegistry } from '../lib/agent-registry.ts';
 import { AuthFailures } from '../lib/auth-failures.ts';
-import { allows, bearerToken, secretHash, type Role } from '../lib/tokens.ts';
+import { allows, type Role } from '../lib/tokens.ts';
 import { findUsableToken, type TokenRow } from '../repositories/tokens.ts';
 
 /** The caller a request's token names. */
@@ -33,7 +33,7 @@ export class Authenticator {
     this.refuseIfBlocked(address);
     const given = bearerToken(header);
     const expected = joinTokenFor(this.joinTokens, storageSystemId);
-    if (given !== undefined && matchesJoinToken(given, expected)) return;
+    if (given !== undefined && sameSecret(given, expected)) return;
     this.failures.fail(address);
     if (expected === undefined) throw new ProblemError('unauthenticated', `this server has no join token for storage system '${storageSystemId}' (JOIN_TOKENS)`);
     throw new ProblemError('unauthenticated', given === undefined ? 'a registration carries its storage system\'s join token as a bearer token' : 'the join token is wrong');
@@ -47,7 +47,7 @@ export class Authenticator {
     this.refuseIfBlocked(address);
     const secret = bearerToken(header);
     const check = secret === undefined ? 'unknown' : this.agents.checkCredential(agentId, secretHash(secret));
-    if (check === 'agent') return;
+    if (check === 'agent') return this.agents.notePresented(agentId, secret!);
     if (check === 'other-agent') throw new ProblemError('forbidden', `the credential belongs to another agent, not to agent '${agentId}'`);
     this.failures.fail(address);
     throw new ProblemError('unauthenticated', secret === undefined ? 'an agent\'s request carries its credential as a bearer token' : `agent '${agentId}' holds no such credential, or it expired: register again`);

@@ -1,5 +1,5 @@
 import type { ClusterManagerApi } from '@duplex/contracts';
-import { JsonClient, ProblemError, problemCodeOf, sleep, type ProblemDocument } from '@duplex/shared';
+import { bearer, JsonClient, ProblemError, problemCodeOf, sleep, type ProblemDocument } from '@duplex/shared';
 import type { ServerContext } from '../context.ts';
 import { clusterManagerUrl } from '../repositories/inventories.ts';
 
@@ -18,7 +18,7 @@ export async function callClusterManager<T>(
   const { storageSystemId, clusterId } = target;
   const managerUrl = await clusterManagerUrl(context.db, storageSystemId, clusterId);
   if (!managerUrl) throw new ProblemError('cluster-not-found', `cluster '${clusterId}' of storage system '${storageSystemId}' is not known`);
-  const client = new JsonClient(managerUrl, { name: `cluster-manager ${clusterId}`, timeoutMs: 30_000, connections: 1 });
+  const client = new JsonClient(managerUrl, { name: `cluster-manager ${clusterId}`, timeoutMs: 30_000, connections: 1, headers: bearer(context.config.SERVICE_TOKEN) });
   try {
     const response = await client.call<T & ProblemDocument>(request.method, request.path, { body: request.body, requestId: request.requestId });
     if (response.status === request.expect) return response.body;

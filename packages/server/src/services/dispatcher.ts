@@ -1,5 +1,5 @@
 import type { AgentApi } from '@duplex/contracts';
-import { JsonClient, problemDocument, type Database } from '@duplex/shared';
+import { bearer, JsonClient, problemDocument, type Database } from '@duplex/shared';
 import type { FastifyBaseLogger } from 'fastify';
 import type { AgentRegistry, RegisteredAgent } from '../lib/agent-registry.ts';
 import type { InventoryView } from '../lib/inventory-view.ts';
@@ -111,9 +111,16 @@ export class Dispatcher {
     const dispatches = rows.map((row) => this.toDispatch(row));
     try {
       if (!agent) throw new Error('the agent is no longer registered');
+      if (!agent.dispatchCredential) throw new Error('the agent has not shown its credential since this server started');
       // A batch's request carries its first task's ids; each task carries its own in the body.
       const first = dispatches[0];
-      const response = await this.clientFor(agent).call('POST', '/v1/tasks', { body: { tasks: dispatches }, requestId: first?.request_id, traceparent: first?.traceparent });
+      const response = await this.clientFor(agent).call('POST', '/v1/tasks', {
+        body: { tasks: dispatches },
+        requestId: first?.request_id,
+        traceparent: first?.traceparent,
+        // The agent's own credential: the agent takes tasks only from the server it registered with.
+        headers: bearer(agent.dispatchCredential),
+      });
       if (response.status === 202) return;
       throw new Error(`the agent answered ${response.status}`);
     } catch (error) {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { dueForRotation, joinTokenFor, matchesCredential, matchesJoinToken, newAgentCredential, parseJoinTokens } from '../../src/lib/agent-credentials.ts';
-import { secretHash } from '../../src/lib/tokens.ts';
+import { dueForRotation, joinTokenFor, matchesCredential, newAgentCredential, parseJoinTokens } from '../../src/lib/agent-credentials.ts';
+import { sameSecret, secretHash } from '@duplex/shared';
 
 describe('agent credentials', () => {
   it('are random, stored as hashes, and match only while unexpired', () => {
@@ -31,8 +31,8 @@ describe('join tokens', () => {
     assert.equal(joinTokenFor(tokens, 'ss7'), 'b'.repeat(32));
     assert.equal(joinTokenFor(parseJoinTokens(`ss1=${'a'.repeat(32)}`), 'ss7'), undefined);
     assert.equal(parseJoinTokens(undefined).size, 0);
-    assert.equal(matchesJoinToken('a'.repeat(32), 'a'.repeat(32)), true);
-    assert.equal(matchesJoinToken('a'.repeat(31), 'a'.repeat(32)), false);
-    assert.equal(matchesJoinToken('a'.repeat(32), undefined), false);
+    assert.equal(sameSecret('a'.repeat(32), 'a'.repeat(32)), true);
+    assert.equal(sameSecret('a'.repeat(31), 'a'.repeat(32)), false);
+    assert.equal(sameSecret('a'.repeat(32), undefined), false);
   });
 });

@@ -5,7 +5,7 @@ import { AgentRegistry, type RegisteredAgent } from '../../src/lib/agent-registr
 const now = 1_000_000;
 
 function agent(id: string, overrides: Partial<Omit<RegisteredAgent, 'unreachableUntil'>> = {}): Omit<RegisteredAgent, 'unreachableUntil'> {
-  return { id, storage_system_id: 'ss1', cluster_id: 'c0', url: `http://127.0.0.1:1/${id}`, incarnation: 1, leaseExpiresAt: now + 3000, credentials: [], ...overrides };
+  return { id, storage_system_id: 'ss1', cluster_id: 'c0', url: `http://127.0.0.1:1/${id}`, incarnation: 1, leaseExpiresAt: now + 3000, credentials: [], dispatchCredential: `dpa_${id}`, ...overrides };
 }
 
 describe('AgentRegistry.routeFor', () => {
@@ -84,6 +84,16 @@ describe('AgentRegistry.routeFor', () => {
     assert.deepEqual(registry.inCluster('ss1', 'c0'), []);
     assert.equal(registry.routeFor('ss1', 'c0', now), undefined);
     assert.equal(registry.routeFor('ss1', 'c1', now)?.id, 'moved');
+  });
+
+  it('routes to an agent only once it holds a credential to call it with, which registering again keeps', () => {
+    const registry = new AgentRegistry();
+    registry.upsert(agent('a', { dispatchCredential: undefined }));
+    assert.equal(registry.routeFor('ss1', 'c0', now), undefined, 'a server that restarted knows no credential before the first heartbeat');
+    registry.notePresented('a', 'dpa_presented');
+    assert.equal(registry.routeFor('ss1', 'c0', now)?.dispatchCredential, 'dpa_presented');
+    registry.upsert(agent('a', { dispatchCredential: undefined, incarnation: 2 }));
+    assert.equal(registry.routeFor('ss1', 'c0', now)?.dispatchCredential, 'dpa_presented');
   });
 
   it('renew and markUnreachable of an unknown agent change nothing', () => {

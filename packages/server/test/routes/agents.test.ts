@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { buildApp, loadServerConfig } from '@duplex/server';
-import { injectWithToken, testAdminToken, testJoinToken, testJoinTokens, waitFor } from '@duplex/testkit';
+import { injectWithToken, testAdminToken, testJoinToken, testJoinTokens, testServiceToken, waitFor } from '@duplex/testkit';
 import { insertAgent } from '../repositories/rows.ts';
 import {
   assertProblem,
@@ -146,7 +146,7 @@ describe('agents', () => {
 
     it("another server's agent gets 401 and its lease is not renewed: its credential is the other server's", async () => {
       // Server B shares the database; its agent is not one of A's.
-      const serverB = injectWithToken(await buildApp({ config: loadServerConfig({ DATABASE_URL: server.tdb.url, SERVER_ID: 'B', ADMIN_TOKEN: testAdminToken, JOIN_TOKENS: testJoinTokens }), db: server.db, logger: false }));
+      const serverB = injectWithToken(await buildApp({ config: loadServerConfig({ DATABASE_URL: server.tdb.url, SERVER_ID: 'B', ADMIN_TOKEN: testAdminToken, JOIN_TOKENS: testJoinTokens, SERVICE_TOKEN: testServiceToken }), db: server.db, logger: false }));
       await serverB.ready();
       try {
         const id = await registerAgent(serverB, { name: 'of-b', server_id: 'B' });

@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { buildApp, loadServerConfig } from '@duplex/server';
 import type { Database, Queryable } from '@duplex/shared';
-import { bearer, createTestDatabase, EventStreamClient, injectWithToken, parseSse, testAdminToken, testJoinTokens, waitFor, type TestDatabase } from '@duplex/testkit';
+import { bearer, createTestDatabase, EventStreamClient, injectWithToken, parseSse, testAdminToken, testJoinTokens, testServiceToken, waitFor, type TestDatabase } from '@duplex/testkit';
 import type { FastifyInstance } from 'fastify';
 import { request } from 'undici';
 import { comparePositions } from '../../src/lib/event-stream.ts';
@@ -28,7 +28,7 @@ async function startEventServer(env: Record<string, string> = {}, eventFeed: Fee
   const database = tdb ?? (await createTestDatabase());
   const app = injectWithToken(
     await buildApp({
-      config: loadServerConfig({ DATABASE_URL: database.url, SERVER_ID: 'A', AGENT_LEASE_TTL_MS: '600000', ADMIN_TOKEN: testAdminToken, JOIN_TOKENS: testJoinTokens, ...env }),
+      config: loadServerConfig({ DATABASE_URL: database.url, SERVER_ID: 'A', AGENT_LEASE_TTL_MS: '600000', ADMIN_TOKEN: testAdminToken, JOIN_TOKENS: testJoinTokens, SERVICE_TOKEN: testServiceToken, ...env }),
       db: database.db,
       logger: false,
       eventFeed,

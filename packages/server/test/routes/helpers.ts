@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import type { AgentApi, ServerApi } from '@duplex/contracts';
 import { buildApp, loadServerConfig } from '@duplex/server';
 import { problemKinds, type Database, type ProblemCode } from '@duplex/shared';
-import { createTestDatabase, freePort, injectWithToken, testAdminToken, testJoinTokens, waitFor, type TestDatabase } from '@duplex/testkit';
+import { createTestDatabase, freePort, injectWithToken, testAdminToken, testJoinTokens, testServiceToken, waitFor, type TestDatabase } from '@duplex/testkit';
 import type { FastifyInstance, FastifyServerOptions, LightMyRequestResponse } from 'fastify';
 
 export type Schemas = ServerApi.components['schemas'];
@@ -31,7 +31,7 @@ export async function startServer(env: Record<string, string> = {}, logger: Fast
   const tdb = await createTestDatabase();
   // Nothing heartbeats in these tests: long agent leases keep dispatched attempts where the test put them.
   const app = injectWithToken(
-    await buildApp({ config: loadServerConfig({ DATABASE_URL: tdb.url, SERVER_ID: 'A', AGENT_LEASE_TTL_MS: '600000', ADMIN_TOKEN: testAdminToken, JOIN_TOKENS: testJoinTokens, ...env }), db: tdb.db, logger }),
+    await buildApp({ config: loadServerConfig({ DATABASE_URL: tdb.url, SERVER_ID: 'A', AGENT_LEASE_TTL_MS: '600000', ADMIN_TOKEN: testAdminToken, JOIN_TOKENS: testJoinTokens, SERVICE_TOKEN: testServiceToken, ...env }), db: tdb.db, logger }),
   );
   await app.ready();
   return { app, db: tdb.db, tdb };
@@ -47,11 +47,14 @@ export async function stopServer(server: TestServer | undefined): Promise<void> 
 export interface FakeAgent {
   url: string;
   received: TaskDispatch[];
+  /** The Authorization header of each dispatch, in order. */
+  authorizations: (string | undefined)[];
   close(): Promise<void>;
 }
 
 export async function startFakeAgent(): Promise<FakeAgent> {
   const received: TaskDispatch[] = [];
+  const authorizations: (string | undefined)[] = [];
   const server = createServer((request: IncomingMessage, response: ServerResponse) => {
     const chunks: Buffer[] = [];
     request.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -62,6 +65,7 @@ export async function startFakeAgent(): Promise<FakeAgent> {
       }
       const batch = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { tasks: TaskDispatch[] };
       received.push(...batch.tasks);
+      authorizations.push(request.headers.authorization);
       response.writeHead(202, { 'content-type': 'application/json' }).end(JSON.stringify({ accepted: batch.tasks.length, duplicates: 0 }));
     });
   });
@@ -70,6 +74,7 @@ export async function startFakeAgent(): Promise<FakeAgent> {
   return {
     url: `http://127.0.0.1:${port}`,
     received,
+    authorizations,
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { buildApp, loadServerConfig } from '@duplex/server';
-import { injectWithToken, testAdminToken, testJoinTokens } from '@duplex/testkit';
+import { injectWithToken, testAdminToken, testJoinTokens, testServiceToken } from '@duplex/testkit';
 import {
   GiB,
   MiB,
@@ -202,7 +202,7 @@ describe('inventory', () => {
   });
 
   it('a restarted server rebuilds its view from Postgres', async () => {
-    const restarted = injectWithToken(await buildApp({ config: loadServerConfig({ DATABASE_URL: server.tdb.url, SERVER_ID: 'A', ADMIN_TOKEN: testAdminToken, JOIN_TOKENS: testJoinTokens }), db: server.db, logger: false }));
+    const restarted = injectWithToken(await buildApp({ config: loadServerConfig({ DATABASE_URL: server.tdb.url, SERVER_ID: 'A', ADMIN_TOKEN: testAdminToken, JOIN_TOKENS: testJoinTokens, SERVICE_TOKEN: testServiceToken }), db: server.db, logger: false }));
     await restarted.ready();
     try {
       const fresh = await restarted.inject({ method: 'GET', url: '/v1/storage-systems/ss1/devices' });

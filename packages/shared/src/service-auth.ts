@@ -1,0 +1,36 @@
+import type { FastifyInstance, onRequestHookHandler } from 'fastify';
+import { ProblemError } from './problem.ts';
+import { bearerToken, sameSecret } from './secrets.ts';
+
+/** Whether a presented secret is a caller's credential. */
+export type CredentialCheck = (secret: string) => boolean;
+
+/** A check for a secret held in configuration (CLUSTER_TOKEN, SERVICE_TOKEN), in constant time. */
+export const secretIs =
+  (expected: string): CredentialCheck =>
+  (secret) =>
+    sameSecret(secret, expected);
+
+/**
+ * Service-to-service authentication: an operation whose contract names callers
+ * (x-duplex-caller) is refused (401) unless its bearer token is the credential of one of those
+ * callers that this service knows (`checks`, by caller name). Checked in a route hook before
+ * the body is read. Callers this service has no check for are left to other hooks (the
+ * server's agents, for instance); an operation that names none is open.
+ */
+export function installServiceAuthentication(app: FastifyInstance, checks: Record<string, CredentialCheck>): void {
+  app.addHook('onRoute', (route) => {
+    const callers = ((route.config ?? {}) as { callers?: string[] }).callers ?? [];
+    const known = callers.filter((caller) => checks[caller] !== undefined);
+    if (known.length === 0) return;
+    const accepted = known.map((caller) => checks[caller]!);
+    const expected = known.join(' or ');
+    const check: onRequestHookHandler = async (request) => {
+      const secret = bearerToken(request.headers.authorization);
+      if (secret === undefined) throw new ProblemError('unauthenticated', `this operation needs the credential of its caller (${expected}) as a bearer token`);
+      if (!accepted.some((accepts) => accepts(secret))) throw new ProblemError('unauthenticated', `the bearer token is not a credential of ${expected}`);
+    };
+    const existing = route.onRequest === undefined ? [] : Array.isArray(route.onRequest) ? route.onRequest : [route.onRequest];
+    route.onRequest = [check, ...existing];
+  });
+}
