@@ -1,5 +1,5 @@
 import type { AgentApi } from '@duplex/contracts';
-import { createServiceApp, mountServiceContract, operationalHandlers, ProblemError, secretIs, type OperationHandlers } from '@duplex/shared';
+import { createServiceApp, loadTls, mountServiceContract, operationalHandlers, ProblemError, secretIs, type OperationHandlers } from '@duplex/shared';
 import type { FastifyInstance, FastifyServerOptions } from 'fastify';
 import type { AgentConfig } from './config.ts';
 import { AgentMetrics } from './metrics.ts';
@@ -32,6 +32,7 @@ export async function buildApp(options: BuildAgentOptions): Promise<FastifyInsta
     service: `agent-${config.AGENT_NAME}`,
     contract: 'agent',
     logger: options.logger,
+    tls: loadTls(config),
     // Its cluster-manager calls with the cluster's token; its server dispatches with the agent's own credential.
     credentials: { cluster: secretIs(config.CLUSTER_TOKEN), server: (secret) => app.agent.link?.holdsCredential(secret) ?? false },
   });

@@ -58,7 +58,7 @@ await runService('duplex agent', async () => {
     afterListen: async () => {
       const address = app.server.address();
       const port = typeof address === 'object' && address ? address.port : config.AGENT_PORT;
-      const url = `http://${config.AGENT_PUBLIC_HOST ?? config.AGENT_HOST}:${port}`;
+      const url = `${config.TLS_CERT_FILE ? 'https' : 'http'}://${config.AGENT_PUBLIC_HOST ?? config.AGENT_HOST}:${port}`;
       // A supervising cluster-manager learns the agent's URL over IPC, to broadcast changes to it.
       process.send?.({ type: 'listening', url });
       app.agent.start(url);

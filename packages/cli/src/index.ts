@@ -1,2 +1,2 @@
 export { checkTopology, loadTopology, TopologyError, type Topology } from './topology.ts';
-export { prepareTopology, processSpecs, stopChild, waitUntilReady, type ProcessSpec, type TopologySecrets } from './launcher.ts';
+export { prepareTopology, processSpecs, stopChild, tlsSettingsOf, waitUntilReady, type ProcessSpec, type TopologySecrets } from './launcher.ts';

@@ -9,10 +9,12 @@ import {
   chooseServiceRuntime,
   createDatabase,
   JsonClient,
+  loadTls,
   migrateToLatest,
   pendingMigrations,
   sleep,
   spawnService,
+  useClientTls,
   withoutSecrets,
   type ServiceRuntime,
 } from '@duplex/shared';
@@ -120,7 +122,21 @@ export function processSpecs(topology: Topology, databaseUrl: string, secrets: T
       SERVICE_TOKEN: secrets.serviceToken,
     },
   }));
-  return [...drivers, ...servers, ...managers];
+  // Every process serves and calls with the topology's TLS (agents get it from their cluster-manager's environment).
+  const tls = tlsSettingsOf(topology);
+  return [...drivers, ...servers, ...managers].map((spec) => ({ ...spec, env: { ...spec.env, ...tls } }));
+}
+
+/** The TLS_* settings of every process of the topology; none without `tls`. */
+export function tlsSettingsOf(topology: Topology): Record<string, string> {
+  const { tls } = topology;
+  if (!tls) return {};
+  return {
+    TLS_CERT_FILE: tls.cert_file,
+    TLS_KEY_FILE: tls.key_file,
+    ...(tls.ca_file ? { TLS_CA_FILE: tls.ca_file } : {}),
+    TLS_CLIENT_AUTH: tls.client_auth ?? 'none',
+  };
 }
 
 /**
@@ -129,6 +145,8 @@ export function processSpecs(topology: Topology, databaseUrl: string, secrets: T
  */
 export async function runTopology(topology: Topology, options: { databaseUrl?: string; adminToken: string; say: (line: string) => void }): Promise<RunningTopology> {
   const secrets = newTopologySecrets(topology, options.adminToken);
+  // The launcher's own calls (readiness, the agents' count) present and trust what the processes do.
+  useClientTls(loadTls(tlsSettingsOf(topology)).client);
   const { say } = options;
   let postgres: RunningPostgres | undefined;
   let databaseUrl = options.databaseUrl;

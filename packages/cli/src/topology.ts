@@ -27,8 +27,16 @@ export interface TopologyStorageSystem {
   devices: TopologyDevice[];
   clusters: TopologyCluster[];
 }
+/** The TLS every process of the topology serves and calls with. */
+export interface TopologyTls {
+  cert_file: string;
+  key_file: string;
+  ca_file?: string;
+  client_auth?: 'none' | 'require';
+}
 export interface Topology {
   servers: TopologyServer[];
+  tls?: TopologyTls;
   storage_systems: TopologyStorageSystem[];
   postgres: { port: number; data_dir: string };
   logs_dir: string;
@@ -64,6 +72,16 @@ export function checkTopology(document: unknown, baseDirectory: string): Topolog
     logs_dir: resolve(baseDirectory, document.logs_dir ?? '.duplex/logs'),
     admin_token_file: resolve(baseDirectory, document.admin_token_file ?? '.duplex/admin-token'),
     restart_delay_ms: document.restart_delay_ms ?? 2000,
+    ...(document.tls
+      ? {
+          tls: {
+            ...document.tls,
+            cert_file: resolve(baseDirectory, document.tls.cert_file),
+            key_file: resolve(baseDirectory, document.tls.key_file),
+            ...(document.tls.ca_file ? { ca_file: resolve(baseDirectory, document.tls.ca_file) } : {}),
+          },
+        }
+      : {}),
     storage_systems: document.storage_systems.map((system) => ({
       ...system,
       device_root: resolve(baseDirectory, system.device_root ?? `.duplex/devices/${system.id}`),
@@ -74,7 +92,7 @@ export function checkTopology(document: unknown, baseDirectory: string): Topolog
   return topology;
 }
 
-/** References the schema cannot check: every id unique, every named server and cluster defined. */
+/** References the schema cannot check: every id unique, every named server and cluster defined, one URL scheme. */
 export function crossCheck(topology: Topology): string[] {
   const problems: string[] = [];
   const duplicates = (ids: string[]) => ids.filter((id, index) => ids.indexOf(id) !== index);
@@ -84,8 +102,8 @@ export function crossCheck(topology: Topology): string[] {
   const urls = [
     ...topology.servers.map((server) => server.url),
     ...topology.storage_systems.flatMap((system) => system.clusters.flatMap((cluster) => [cluster.manager_url, cluster.driver_url])),
-  ].map((url) => new URL(url).host);
-  for (const host of duplicates(urls)) problems.push(`address ${host} is used by two processes`);
+  ];
+  for (const host of duplicates(urls.map((url) => new URL(url).host))) problems.push(`address ${host} is used by two processes`);
   for (const system of topology.storage_systems) {
     const clusterIds = system.clusters.map((cluster) => cluster.id);
     for (const id of duplicates(clusterIds)) problems.push(`${system.id}: cluster ${id} is defined twice`);
@@ -99,6 +117,10 @@ export function crossCheck(topology: Topology): string[] {
       }
     }
   }
+  // One scheme for every URL: https exactly when the processes serve TLS.
+  const scheme = topology.tls ? 'https:' : 'http:';
+  const otherScheme = urls.filter((url) => !url.startsWith(scheme));
+  if (otherScheme.length > 0) problems.push(`${topology.tls ? 'with tls, every URL is https' : 'https URLs need tls'}: ${otherScheme.join(', ')}`);
   return problems;
 }
 

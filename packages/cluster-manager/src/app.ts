@@ -2,6 +2,7 @@ import type { ClusterManagerApi } from '@duplex/contracts';
 import {
   createDatabase,
   createServiceApp,
+  loadTls,
   secretIs,
   databaseCheck,
   mountServiceContract,
@@ -35,6 +36,7 @@ export async function buildApp(options: BuildClusterManagerOptions): Promise<Fas
     service: `cluster-manager-${config.STORAGE_SYSTEM_ID}-${config.CLUSTER_ID}`,
     contract: 'cluster-manager',
     logger: options.logger,
+    tls: loadTls(config),
     // Its agents call with the cluster's token; servers and the peer cluster-manager with the control plane's.
     credentials: { cluster: secretIs(config.CLUSTER_TOKEN), service: secretIs(config.SERVICE_TOKEN) },
   });

@@ -1,11 +1,11 @@
-import { clusterTokenVariable, ConfigError, defineConfig, loadConfig, serviceTokenVariable, type ConfigOf } from '@duplex/shared';
+import { clusterTokenVariable, ConfigError, defineConfig, loadConfig, serviceTokenVariable, tlsConfigVariables, type ConfigOf } from '@duplex/shared';
 
 export const clusterManagerConfigSchema = defineConfig({
   STORAGE_SYSTEM_ID: { type: 'string', pattern: '^[a-z0-9][a-z0-9_-]{0,62}$', default: 'ss1', description: 'The storage system this cluster belongs to.' },
   CLUSTER_ID: { type: 'string', pattern: '^[a-z0-9][a-z0-9_-]{0,62}$', default: 'c0', description: "This cluster's id." },
   CM_HOST: { type: 'string', default: '127.0.0.1', description: 'The address to listen on.' },
   CM_PORT: { type: 'integer', minimum: 0, maximum: 65535, default: 7411, description: 'The port to listen on.' },
-  CM_PUBLIC_URL: { type: 'string', format: 'uri', description: 'The URL agents reach this cluster-manager at (default: http://CM_HOST:CM_PORT).' },
+  CM_PUBLIC_URL: { type: 'string', format: 'uri', description: 'The URL agents reach this cluster-manager at (default: http://CM_HOST:CM_PORT, https with TLS_CERT_FILE).' },
   DATABASE_URL: { type: 'string', required: true, description: 'The Postgres connection URL.' },
   DRIVER_URL: { type: 'string', format: 'uri', default: 'http://127.0.0.1:7421', description: "The cluster's driver." },
   JOIN_TOKEN: {
@@ -64,6 +64,7 @@ export const clusterManagerConfigSchema = defineConfig({
     description: 'Fault injection: the fraction (0 to 1) of broadcasts to agents that are dropped, to show that agents heal by checking the version on each heartbeat. Keep 0 in production.',
   },
   DRIVER_WAIT_MS: { type: 'integer', minimum: 100, maximum: 600_000, default: 30_000, description: 'How long to wait for the driver at start before giving up.' },
+  ...tlsConfigVariables,
 });
 
 export interface ConfiguredServer {
@@ -90,7 +91,7 @@ export function loadClusterManagerConfig(env: Record<string, string | undefined>
   const config = loadConfig(clusterManagerConfigSchema, env);
   return {
     ...config,
-    CM_PUBLIC_URL: config.CM_PUBLIC_URL ?? `http://${config.CM_HOST}:${config.CM_PORT}`,
+    CM_PUBLIC_URL: config.CM_PUBLIC_URL ?? `${config.TLS_CERT_FILE ? 'https' : 'http'}://${config.CM_HOST}:${config.CM_PORT}`,
     servers: parseServers(config.CM_SERVERS),
   };
 }

@@ -1,5 +1,5 @@
 import type { DriverApi } from '@duplex/contracts';
-import { createServiceApp, mountServiceContract, operationalHandlers, secretIs, type OperationHandlers } from '@duplex/shared';
+import { createServiceApp, mountServiceContract, operationalHandlers, secretIs, type OperationHandlers, type ServiceTls } from '@duplex/shared';
 import type { FastifyInstance, FastifyServerOptions } from 'fastify';
 import { DeviceWatch, describeChanges } from './lib/device-watch.ts';
 import type { DriverBackend } from './lib/types.ts';
@@ -11,6 +11,8 @@ export interface BuildAppOptions {
   backend: DriverBackend;
   /** The cluster's token (CLUSTER_TOKEN): every device operation must carry it. */
   clusterToken: string;
+  /** HTTPS to serve with (loadTls); plain HTTP when omitted. */
+  tls?: ServiceTls;
   /** Pino options, or false to log nothing (tests); the shared default when omitted. */
   logger?: FastifyServerOptions['logger'];
   /** How often the devices are probed for changes; 500 ms when omitted. */
@@ -25,7 +27,7 @@ declare module 'fastify' {
 
 /** The driver's HTTP API over a backend, ready for `inject` or `listen`. */
 export async function buildApp(options: BuildAppOptions): Promise<FastifyInstance> {
-  const app = await createServiceApp({ service: 'driver', contract: 'driver', logger: options.logger, credentials: { cluster: secretIs(options.clusterToken) } });
+  const app = await createServiceApp({ service: 'driver', contract: 'driver', logger: options.logger, tls: options.tls, credentials: { cluster: secretIs(options.clusterToken) } });
   const watch = new DeviceWatch(
     options.backend,
     options.probeIntervalMs ?? 500,

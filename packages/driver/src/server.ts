@@ -1,4 +1,4 @@
-import { defaultLogger, loadConfig, runService } from '@duplex/shared';
+import { defaultLogger, loadConfig, loadTls, runService } from '@duplex/shared';
 import { buildApp } from './app.ts';
 import { backendOptionsFromConfig, driverConfigSchema } from './config.ts';
 import { createBackend } from './lib/backend.ts';
@@ -10,6 +10,7 @@ await runService('driver', async () => {
   const app = await buildApp({
     backend,
     clusterToken: config.CLUSTER_TOKEN,
+    tls: loadTls(config),
     probeIntervalMs: config.DRIVER_PROBE_INTERVAL_MS,
     logger:
       typeof logger === 'object'

@@ -2,18 +2,21 @@ import type { ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { checkTopology, prepareTopology, processSpecs, stopChild, waitUntilReady, type ProcessSpec, type Topology } from '@duplex/cli';
+import { checkTopology, prepareTopology, processSpecs, stopChild, tlsSettingsOf, waitUntilReady, type ProcessSpec, type Topology } from '@duplex/cli';
 import {
   createDatabase,
+  JsonClient,
+  loadTls,
   runtimeFromEnvironment,
   spawnService,
   startEmbeddedPostgres,
+  useClientTls,
   withoutSecrets,
   type Database,
   type EmbeddedPostgresServer,
   type ServiceRuntime,
 } from '@duplex/shared';
-import { bearer, createTestDatabase, freePort, testAdminToken, testClusterToken, testJoinToken, testServiceToken, waitFor, type TestDatabase } from '@duplex/testkit';
+import { bearer, createTestDatabase, freePort, testAdminToken, testClusterToken, testJoinToken, testServiceToken, waitFor, type TestCertificates, type TestDatabase } from '@duplex/testkit';
 
 /**
  * Leases long enough that a loaded machine never fails a live process over, for tests that
@@ -35,6 +38,8 @@ export interface HarnessOptions {
    * as it is now and never a bundle built before an edit).
    */
   runtime?: ServiceRuntime;
+  /** Run every process over HTTPS with mutual TLS, with these certificates (made by makeTestCertificates). */
+  tls?: Pick<TestCertificates, 'certFile' | 'keyFile' | 'caFile'>;
 }
 
 const bootTimeoutMs = 90_000;
@@ -96,7 +101,8 @@ export class TopologyHarness {
     }
     const perCluster = this.options.devicesPerCluster ?? 4;
     const capacity = this.options.capacityBytes ?? 256 * 1024 * 1024;
-    const url = async () => `http://127.0.0.1:${await freePort()}`;
+    const { tls } = this.options;
+    const url = async () => `${tls ? 'https' : 'http'}://127.0.0.1:${await freePort()}`;
     this.topology = checkTopology(
       {
         servers: [
@@ -116,9 +122,12 @@ export class TopologyHarness {
           },
         ],
         logs_dir: join(this.directory, 'logs'),
+        ...(tls ? { tls: { cert_file: tls.certFile, key_file: tls.keyFile, ca_file: tls.caFile, client_auth: 'require' } } : {}),
       },
       this.directory,
     );
+    // The harness's own calls present and trust what the processes do.
+    useClientTls(loadTls(tlsSettingsOf(this.topology)).client);
     mkdirSync(this.topology.logs_dir, { recursive: true });
     await prepareTopology(this.topology, this.databaseUrl, () => {});
     const specs = processSpecs(this.topology, this.databaseUrl, {
@@ -142,10 +151,15 @@ export class TopologyHarness {
       await waitFor(
         `server ${server.id} to know every device`,
         async () => {
-          const response = await fetch(`${server.url}/v1/storage-systems/ss1/devices?limit=500`, { headers: bearer(testAdminToken) });
-          if (response.status !== 200) return undefined;
-          const body = (await response.json()) as { items: unknown[] };
-          return body.items.length >= expected ? true : undefined;
+          const client = new JsonClient(server.url, { name: `server ${server.id}`, connections: 1, headers: bearer(testAdminToken) });
+          try {
+            const response = await client.call<{ items: unknown[] }>('GET', '/v1/storage-systems/ss1/devices?limit=500');
+            return response.status === 200 && response.body.items.length >= expected ? true : undefined;
+          } catch {
+            return undefined;
+          } finally {
+            await client.close();
+          }
         },
         timeoutMs,
         100,

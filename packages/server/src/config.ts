@@ -1,10 +1,10 @@
-import { defineConfig, loadConfig, secretPattern, serviceTokenVariable, type ConfigOf } from '@duplex/shared';
+import { defineConfig, loadConfig, secretPattern, serviceTokenVariable, tlsConfigVariables, type ConfigOf } from '@duplex/shared';
 
 export const serverConfigSchema = defineConfig({
   SERVER_ID: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$', default: 'A', description: "This server's id; agents register with it by this id." },
   SERVER_HOST: { type: 'string', default: '127.0.0.1', description: 'The address to listen on.' },
   SERVER_PORT: { type: 'integer', minimum: 0, maximum: 65535, default: 7401, description: 'The port to listen on.' },
-  SERVER_PUBLIC_URL: { type: 'string', format: 'uri', description: 'The URL others reach this server at (default: http://SERVER_HOST:SERVER_PORT).' },
+  SERVER_PUBLIC_URL: { type: 'string', format: 'uri', description: 'The URL others reach this server at (default: http://SERVER_HOST:SERVER_PORT, https with TLS_CERT_FILE).' },
   DATABASE_URL: { type: 'string', required: true, description: 'The Postgres connection URL.' },
   DATABASE_POOL_MAX: { type: 'integer', minimum: 1, maximum: 200, default: 10, description: 'Postgres connections this server may open.' },
   AGENT_LEASE_TTL_MS: {
@@ -62,6 +62,7 @@ export const serverConfigSchema = defineConfig({
   },
   AUTH_FAILURE_WINDOW_MS: { type: 'integer', minimum: 1000, maximum: 3_600_000, default: 60_000, description: 'The window AUTH_FAILURE_LIMIT counts failed authentications in.' },
   TOKEN_CACHE_MS: { type: 'integer', minimum: 0, maximum: 60_000, default: 2000, description: "How long a token's check is reused; a revoked token stops working on every server within this time." },
+  ...tlsConfigVariables,
 });
 
 export type ServerConfig = ConfigOf<typeof serverConfigSchema> & { SERVER_PUBLIC_URL: string };
@@ -70,6 +71,6 @@ export function loadServerConfig(env: Record<string, string | undefined> = proce
   const config = loadConfig(serverConfigSchema, env);
   return {
     ...config,
-    SERVER_PUBLIC_URL: config.SERVER_PUBLIC_URL ?? `http://${config.SERVER_HOST}:${config.SERVER_PORT}`,
+    SERVER_PUBLIC_URL: config.SERVER_PUBLIC_URL ?? `${config.TLS_CERT_FILE ? 'https' : 'http'}://${config.SERVER_HOST}:${config.SERVER_PORT}`,
   };
 }

@@ -1,4 +1,16 @@
 import { Pool } from 'undici';
+import type { ClientTls } from './tls.ts';
+
+/**
+ * What this process's HTTPS calls present and trust (TLS_CA_FILE, and TLS_CERT_FILE and
+ * TLS_KEY_FILE for mutual TLS). Set once at start by the service (createServiceApp); every
+ * client made after uses it, so the many places that call another service need not carry it.
+ */
+let processClientTls: ClientTls = {};
+
+export function useClientTls(tls: ClientTls): void {
+  processClientTls = tls;
+}
 
 export class UpstreamError extends Error {
   override name = 'UpstreamError';
@@ -36,10 +48,19 @@ export class JsonClient {
 
   constructor(
     baseUrl: string,
-    private readonly options: { name: string; timeoutMs?: number; connections?: number; /** Sent with every call (credentials). */ headers?: Record<string, string> },
+    private readonly options: {
+      name: string;
+      timeoutMs?: number;
+      connections?: number;
+      /** Sent with every call (credentials). */
+      headers?: Record<string, string>;
+      /** For an https URL: what to present and trust; the process's (useClientTls) when omitted. */
+      tls?: ClientTls;
+    },
   ) {
     this.baseUrl = baseUrl.replace(/\/$/, '');
-    this.pool = new Pool(this.baseUrl, { connections: options.connections ?? 16, keepAliveTimeout: 10_000 });
+    const connect = this.baseUrl.startsWith('https:') ? { ...(options.tls ?? processClientTls) } : undefined;
+    this.pool = new Pool(this.baseUrl, { connections: options.connections ?? 16, keepAliveTimeout: 10_000, ...(connect ? { connect } : {}) });
   }
 
   async call<T = unknown>(method: string, path: string, options: CallOptions = {}): Promise<JsonResponse<T>> {

@@ -18,3 +18,4 @@ export * from './trace-context.ts';
 export * from './storable-text.ts';
 export * from './secrets.ts';
 export * from './service-auth.ts';
+export * from './tls.ts';

@@ -8,7 +8,9 @@ import { registerProblemHandlers, sendProblem } from './errors.ts';
 import { createServiceMetrics, type ServiceMetrics } from './metrics.ts';
 import { problemDocument, ProblemError } from './problem.ts';
 import { randomHex } from './random-hex.ts';
+import { useClientTls } from './http-client.ts';
 import { installServiceAuthentication, type CredentialCheck } from './service-auth.ts';
+import type { ServiceTls } from './tls.ts';
 import { continueTrace, formatTraceparent, newTrace, traceLogFields, type TraceContext } from './trace-context.ts';
 import { createValidatorCompiler } from './validation.ts';
 
@@ -20,6 +22,8 @@ export interface ServiceAppOptions {
   bodyLimit?: number;
   /** Checks of the credentials of the callers the contract names (x-duplex-caller), by caller. */
   credentials?: Record<string, CredentialCheck>;
+  /** HTTPS to serve with and what the service's own calls present and trust (loadTls); plain HTTP when omitted. */
+  tls?: ServiceTls;
 }
 
 const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -88,7 +92,9 @@ export function defaultLogger(service: string): FastifyServerOptions['logger'] {
  * in Swagger UI at /docs. Routes are added by mountServiceContract.
  */
 export async function createServiceApp(options: ServiceAppOptions): Promise<FastifyInstance> {
+  if (options.tls) useClientTls(options.tls.client);
   const app = Fastify({
+    ...(options.tls?.server ? { https: options.tls.server } : {}),
     logger: options.logger ?? defaultLogger(options.service),
     genReqId: requestIdOf,
     logController: new RequestLogController({ requestIdLogLabel: 'request_id' }),

@@ -8,7 +8,7 @@ import { defaultLogger, problemDocument, sleep, type ProblemCode } from '@duplex
 import { waitFor } from '@duplex/testkit';
 import type { InjectOptions } from 'fastify';
 import fc from 'fast-check';
-import { contractOperations, requestsFor, type ContractOperation, type FuzzRequest, type KnownValues } from './fuzz-requests.ts';
+import { contractOperations, requestsFor, type ContractOperation, type FuzzRequest, type KnownValues } from '@duplex/testkit';
 import { GiB, MiB, acceptedTask, insertVolume, setUpStorageSystem, startFakeAgent, startServer, stopServer, taskRow, waitForState, type FakeAgent, type TestServer } from './helpers.ts';
 
 /**

@@ -2,11 +2,11 @@ import type { JsonSchema, OpenApiDocument, OpenApiParameter } from '@duplex/cont
 import fc from 'fast-check';
 
 /**
- * Request generators for the fuzz tests, built from a resolved OpenAPI contract: for each
- * operation, requests whose parts follow the contract's schemas (valid-ish: ids are often ones
- * the server knows, so requests get past the lookups), and the same requests mutated (wrong
- * types, unknown or missing fields, odd text, broken JSON, other media types, odd path
- * segments and query strings, other credentials).
+ * Request generators for the fuzz tests of every service, built from a resolved OpenAPI
+ * contract: for each operation, requests whose parts follow the contract's schemas (valid-ish:
+ * ids are often ones the service knows, so requests get past the lookups), and the same
+ * requests mutated (wrong types, unknown or missing fields, odd text, broken JSON, other media
+ * types, odd path segments and query strings, other credentials).
  */
 
 export type HttpMethod = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'DELETE' | 'PATCH';
@@ -18,6 +18,8 @@ export interface ContractOperation {
   path: string;
   parameters: OpenApiParameter[];
   body: JsonSchema | undefined;
+  /** The callers its `x-duplex-caller` names, each with a credential of its own; none on an open operation. */
+  callers: string[];
 }
 
 /** Values the server knows, so that generated requests reach the code behind its lookups. */
@@ -26,14 +28,24 @@ export interface KnownValues {
   byCollection: Record<string, readonly string[]>;
   /** Values for body properties and query or header parameters, by name. */
   byName: Record<string, readonly unknown[]>;
-  /** A token of the least role, to be refused by the operations that need more. */
-  viewerToken: string;
+  /** A token of the least role, to be refused by the operations that need more (the server's users). */
+  viewerToken?: string;
+  /**
+   * The credential of each caller that the contract's `x-duplex-caller` names. When given, a
+   * request carries a credential of one of its operation's callers (none on an open operation),
+   * and the authorization mutations send none, a credential of a caller the operation does not
+   * name, one of `foreignTokens`, or a near miss of the right one. Without it, requests name no
+   * authorization and the test's inject adds its own.
+   */
+  credentials?: Record<string, string>;
+  /** Tokens that no operation of the service takes: another cluster's token, the join token, another agent's credential. */
+  foreignTokens?: readonly string[];
 }
 
 export interface FuzzRequest {
   method: HttpMethod;
   url: string;
-  /** `authorization: undefined` sends no token; without the key the admin token goes. */
+  /** `authorization: undefined` sends no token; without the key the test's inject adds its own (the server's admin token). */
   headers: Record<string, string | undefined>;
   /** The body as sent, text or bytes, so that it can be broken JSON or broken UTF-8. */
   payload?: string | Buffer;
@@ -55,10 +67,17 @@ export function contractOperations(document: OpenApiDocument): ContractOperation
         path,
         parameters: operation.parameters ?? [],
         body: operation.requestBody?.content['application/json']?.schema,
+        callers: callersOf(operation['x-duplex-caller']),
       });
     }
   }
   return operations;
+}
+
+/** The callers an operation names in x-duplex-caller: none, one, or a list. */
+function callersOf(value: unknown): string[] {
+  if (typeof value === 'string') return [value];
+  return Array.isArray(value) ? value.filter((item): item is string => typeof item === 'string') : [];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -435,7 +454,8 @@ function mutationOf(operation: ContractOperation, known: KnownValues): fc.Arbitr
     fc.record({ how: fc.constant('deep' as const), depth: fc.integer({ min: 100, max: 20_000 }), open: fc.constantFrom('[' as const, '{"a":' as const) }),
   );
   const mutations: fc.WeightedArbitrary<Mutation>[] = [
-    { weight: 2, arbitrary: fc.record({ kind: fc.constant('header' as const), name: fc.constant('authorization'), value: authorizationValue(known) }) },
+    // With credentials per caller, a third of the mutated requests go without the right one.
+    { weight: known.credentials ? 8 : 2, arbitrary: fc.record({ kind: fc.constant('header' as const), name: fc.constant('authorization'), value: authorizationValue(operation, known) }) },
     {
       weight: 2,
       arbitrary: fc.record({
@@ -477,17 +497,55 @@ function mutationOf(operation: ContractOperation, known: KnownValues): fc.Arbitr
   return fc.oneof(...mutations.filter((mutation) => mutation.weight > 0));
 }
 
-function authorizationValue(known: KnownValues): fc.Arbitrary<string | null> {
+const malformedAuthorizations = ['Bearer dpx_bogus', 'Bearer', 'Bearer ', 'Basic dXNlcjpwYXNz', 'bearer dpx_bogus', 'Bearer  dpx_x', `Bearer ${'a'.repeat(10_000)}`, 'Bearer é'];
+
+/** An authorization header that is not the operation's credential (null: none at all). */
+function authorizationValue(operation: ContractOperation, known: KnownValues): fc.Arbitrary<string | null> {
+  if (!known.credentials) {
+    return fc.oneof(
+      fc.constant(null),
+      ...(known.viewerToken === undefined ? [] : [fc.constant(`Bearer ${known.viewerToken}`)]),
+      fc.constantFrom(...malformedAuthorizations),
+      headerText(40).map((text) => `Bearer ${text}`),
+    );
+  }
+  const { right, wrong } = tokensOf(operation, known);
+  if (known.viewerToken !== undefined) wrong.push(known.viewerToken);
+  // A right token sent another way than `Bearer <token>`, or changed by one character.
+  const nearMisses = right.flatMap((token) => [`Bearer ${token}x`, `Bearer ${token.slice(0, -1)}`, token, `Basic ${Buffer.from(token).toString('base64')}`, `Token ${token}`, `Bearer ${token}\u00a0`]);
   return fc.oneof(
-    fc.constant(null),
-    fc.constant(`Bearer ${known.viewerToken}`),
-    fc.constantFrom('Bearer dpx_bogus', 'Bearer', 'Bearer ', 'Basic dXNlcjpwYXNz', 'bearer dpx_bogus', 'Bearer  dpx_x', `Bearer ${'a'.repeat(10_000)}`, 'Bearer é'),
-    headerText(40).map((text) => `Bearer ${text}`),
+    { weight: 3, arbitrary: fc.constant(null) },
+    ...(wrong.length > 0 ? [{ weight: 4, arbitrary: fc.constantFrom(...wrong).map((token) => `Bearer ${token}`) }] : []),
+    ...(nearMisses.length > 0 ? [{ weight: 2, arbitrary: fc.constantFrom(...nearMisses) }] : []),
+    { weight: 1, arbitrary: fc.constantFrom(...malformedAuthorizations) },
+    { weight: 1, arbitrary: headerText(40).map((text) => `Bearer ${text}`) },
   );
 }
 
-/** The request the contract describes, with values from the schemas and the known ids. */
+/** The tokens an operation takes (its callers' credentials), and the ones it must refuse. */
+function tokensOf(operation: ContractOperation, known: KnownValues): { right: string[]; wrong: string[] } {
+  const credentials = known.credentials ?? {};
+  const right = operation.callers.flatMap((caller) => (credentials[caller] === undefined ? [] : [credentials[caller]]));
+  const wrong = [...Object.values(credentials), ...(known.foreignTokens ?? [])].filter((token) => !right.includes(token));
+  return { right, wrong: [...new Set(wrong)] };
+}
+
+/** Whether a request's authorization header is a credential of one of these callers, as `requestsFor` sends it. */
+export function carriesCredentialOf(request: Pick<FuzzRequest, 'headers'>, callers: readonly string[], known: KnownValues): boolean {
+  const header = request.headers.authorization;
+  return callers.some((caller) => known.credentials?.[caller] !== undefined && header === `Bearer ${known.credentials[caller]}`);
+}
+
+/** The request the contract describes, with values from the schemas and the known ids, and the credential of one of its callers. */
 function validDraft(operation: ContractOperation, known: KnownValues): fc.Arbitrary<Draft> {
+  const draft = contractDraft(operation, known);
+  if (!known.credentials) return draft;
+  const { right } = tokensOf(operation, known);
+  const authorization = right.length > 0 ? fc.constantFrom(...right).map((token) => `Bearer ${token}`) : fc.constant(undefined);
+  return fc.tuple(draft, authorization).map(([parts, value]) => ({ ...parts, headers: { ...parts.headers, authorization: value } }));
+}
+
+function contractDraft(operation: ContractOperation, known: KnownValues): fc.Arbitrary<Draft> {
   const segmentNames = [...operation.path.matchAll(/([^/{}]*)\/\{([^}]+)\}/g)].map((match) => ({ collection: match[1]!, name: match[2]! }));
   const segments: Record<string, fc.Arbitrary<string>> = {};
   for (const { collection, name } of segmentNames) {
