@@ -34,7 +34,11 @@ export async function buildApp(options: BuildAgentOptions): Promise<FastifyInsta
     logger: options.logger,
     tls: loadTls(config),
     // Its cluster-manager calls with the cluster's token; its server dispatches with the agent's own credential.
-    credentials: { cluster: secretIs(config.CLUSTER_TOKEN), server: (secret) => app.agent.link?.holdsCredential(secret) ?? false },
+    credentials: {
+      checks: { cluster: secretIs(config.CLUSTER_TOKEN), server: (secret) => app.agent.link?.holdsCredential(secret) ?? false },
+      failureLimit: config.AUTH_FAILURE_LIMIT,
+      failureWindowMs: config.AUTH_FAILURE_WINDOW_MS,
+    },
   });
   const startedAt = new Date().toISOString();
   const metrics = new AgentMetrics(app.metrics.registry);

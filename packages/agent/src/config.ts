@@ -1,4 +1,4 @@
-import { clusterTokenVariable, defineConfig, loadConfig, tlsConfigVariables, type ConfigOf } from '@duplex/shared';
+import { authFailureVariables, clusterTokenVariable, defineConfig, loadConfig, tlsConfigVariables, type ConfigOf } from '@duplex/shared';
 
 export const agentConfigSchema = defineConfig({
   AGENT_NAME: { type: 'string', required: true, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$', description: "The agent's name in its cluster (the cluster-manager sets it)." },
@@ -20,6 +20,7 @@ export const agentConfigSchema = defineConfig({
   AGENT_PUBLIC_HOST: { type: 'string', description: 'The host name the server reaches this agent at (default: AGENT_HOST).' },
   REGISTER_RETRY_MAX_MS: { type: 'integer', minimum: 10, maximum: 60_000, default: 2000, description: 'The longest wait between registration attempts while the server is down.' },
   DRIVER_RETRY_MAX_MS: { type: 'integer', minimum: 10, maximum: 60_000, default: 2000, description: 'The longest wait between attempts to reach the driver.' },
+  ...authFailureVariables,
   ...tlsConfigVariables,
 });
 

@@ -38,7 +38,11 @@ export async function buildApp(options: BuildClusterManagerOptions): Promise<Fas
     logger: options.logger,
     tls: loadTls(config),
     // Its agents call with the cluster's token; servers and the peer cluster-manager with the control plane's.
-    credentials: { cluster: secretIs(config.CLUSTER_TOKEN), service: secretIs(config.SERVICE_TOKEN) },
+    credentials: {
+      checks: { cluster: secretIs(config.CLUSTER_TOKEN), service: secretIs(config.SERVICE_TOKEN) },
+      failureLimit: config.AUTH_FAILURE_LIMIT,
+      failureWindowMs: config.AUTH_FAILURE_WINDOW_MS,
+    },
   });
   // Postgres text and jsonb hold neither U+0000 nor unpaired surrogates: such input is a 400, not a 500 from the database.
   app.addHook('preValidation', async (request) => refuseUnstorableText(request));

@@ -1,4 +1,4 @@
-import { clusterTokenVariable, ConfigError, defineConfig, loadConfig, serviceTokenVariable, tlsConfigVariables, type ConfigOf } from '@duplex/shared';
+import { authFailureVariables, clusterTokenVariable, ConfigError, defineConfig, loadConfig, serviceTokenVariable, tlsConfigVariables, type ConfigOf } from '@duplex/shared';
 
 export const clusterManagerConfigSchema = defineConfig({
   STORAGE_SYSTEM_ID: { type: 'string', pattern: '^[a-z0-9][a-z0-9_-]{0,62}$', default: 'ss1', description: 'The storage system this cluster belongs to.' },
@@ -64,6 +64,7 @@ export const clusterManagerConfigSchema = defineConfig({
     description: 'Fault injection: the fraction (0 to 1) of broadcasts to agents that are dropped, to show that agents heal by checking the version on each heartbeat. Keep 0 in production.',
   },
   DRIVER_WAIT_MS: { type: 'integer', minimum: 100, maximum: 600_000, default: 30_000, description: 'How long to wait for the driver at start before giving up.' },
+  ...authFailureVariables,
   ...tlsConfigVariables,
 });
 

@@ -55,6 +55,8 @@ describe('cluster-manager with a real driver and real agent processes', () => {
       JOIN_TOKEN: testJoinToken,
       CLUSTER_TOKEN: testClusterToken('c0'),
       SERVICE_TOKEN: testServiceToken,
+      // The caller matrix below fails authentication on purpose, more often than the default limit allows.
+      AUTH_FAILURE_LIMIT: '1000',
       AGENT_RESTART_BASE_MS: '20',
     });
     manager = injectWithToken(await buildApp({ config, db: tdb.db, logger: false }), testServiceToken);

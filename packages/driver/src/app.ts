@@ -1,5 +1,5 @@
 import type { DriverApi } from '@duplex/contracts';
-import { createServiceApp, mountServiceContract, operationalHandlers, secretIs, type OperationHandlers, type ServiceTls } from '@duplex/shared';
+import { authFailureVariables, createServiceApp, mountServiceContract, operationalHandlers, secretIs, type OperationHandlers, type ServiceTls } from '@duplex/shared';
 import type { FastifyInstance, FastifyServerOptions } from 'fastify';
 import { DeviceWatch, describeChanges } from './lib/device-watch.ts';
 import type { DriverBackend } from './lib/types.ts';
@@ -13,6 +13,8 @@ export interface BuildAppOptions {
   clusterToken: string;
   /** HTTPS to serve with (loadTls); plain HTTP when omitted. */
   tls?: ServiceTls;
+  /** Failed authentications one address may have per window (AUTH_FAILURE_LIMIT, AUTH_FAILURE_WINDOW_MS); their defaults when omitted. */
+  authFailures?: { limit: number; windowMs: number };
   /** Pino options, or false to log nothing (tests); the shared default when omitted. */
   logger?: FastifyServerOptions['logger'];
   /** How often the devices are probed for changes; 500 ms when omitted. */
@@ -27,7 +29,18 @@ declare module 'fastify' {
 
 /** The driver's HTTP API over a backend, ready for `inject` or `listen`. */
 export async function buildApp(options: BuildAppOptions): Promise<FastifyInstance> {
-  const app = await createServiceApp({ service: 'driver', contract: 'driver', logger: options.logger, tls: options.tls, credentials: { cluster: secretIs(options.clusterToken) } });
+  const { AUTH_FAILURE_LIMIT: limit, AUTH_FAILURE_WINDOW_MS: window } = authFailureVariables;
+  const app = await createServiceApp({
+    service: 'driver',
+    contract: 'driver',
+    logger: options.logger,
+    tls: options.tls,
+    credentials: {
+      checks: { cluster: secretIs(options.clusterToken) },
+      failureLimit: options.authFailures?.limit ?? limit.default,
+      failureWindowMs: options.authFailures?.windowMs ?? window.default,
+    },
+  });
   const watch = new DeviceWatch(
     options.backend,
     options.probeIntervalMs ?? 500,

@@ -1,4 +1,4 @@
-import { clusterTokenVariable, ConfigError, defineConfig, tlsConfigVariables, type ConfigOf } from '@duplex/shared';
+import { authFailureVariables, clusterTokenVariable, ConfigError, defineConfig, tlsConfigVariables, type ConfigOf } from '@duplex/shared';
 import type { BackendOptions } from './lib/backend.ts';
 import { parseMemoryDevices } from './lib/memory-store.ts';
 
@@ -57,6 +57,7 @@ export const driverConfigSchema = defineConfig({
     pattern: '^(0(\\.[0-9]+)?|1(\\.0*)?|\\.[0-9]+)$',
     description: 'memory backend: the fraction (0 to 1) of executions that fail with an injected device-unavailable problem.',
   },
+  ...authFailureVariables,
   ...tlsConfigVariables,
 });
 

@@ -11,6 +11,7 @@ await runService('driver', async () => {
     backend,
     clusterToken: config.CLUSTER_TOKEN,
     tls: loadTls(config),
+    authFailures: { limit: config.AUTH_FAILURE_LIMIT, windowMs: config.AUTH_FAILURE_WINDOW_MS },
     probeIntervalMs: config.DRIVER_PROBE_INTERVAL_MS,
     logger:
       typeof logger === 'object'

@@ -1,4 +1,4 @@
-import { defineConfig, loadConfig, secretPattern, serviceTokenVariable, tlsConfigVariables, type ConfigOf } from '@duplex/shared';
+import { authFailureVariables, defineConfig, loadConfig, secretPattern, serviceTokenVariable, tlsConfigVariables, type ConfigOf } from '@duplex/shared';
 
 export const serverConfigSchema = defineConfig({
   SERVER_ID: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$', default: 'A', description: "This server's id; agents register with it by this id." },
@@ -53,14 +53,7 @@ export const serverConfigSchema = defineConfig({
     default: 86_400_000,
     description: "How long an agent's credential lives. A heartbeat past half of it gives the agent a new one; an agent whose credential expired registers again.",
   },
-  AUTH_FAILURE_LIMIT: {
-    type: 'integer',
-    minimum: 1,
-    maximum: 100_000,
-    default: 20,
-    description: 'Failed authentications one address may have in AUTH_FAILURE_WINDOW_MS; past it, its calls that need a token are answered 429 until the window ends.',
-  },
-  AUTH_FAILURE_WINDOW_MS: { type: 'integer', minimum: 1000, maximum: 3_600_000, default: 60_000, description: 'The window AUTH_FAILURE_LIMIT counts failed authentications in.' },
+  ...authFailureVariables,
   TOKEN_CACHE_MS: { type: 'integer', minimum: 0, maximum: 60_000, default: 2000, description: "How long a token's check is reused; a revoked token stops working on every server within this time." },
   ...tlsConfigVariables,
 });

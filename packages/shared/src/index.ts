@@ -19,3 +19,4 @@ export * from './storable-text.ts';
 export * from './secrets.ts';
 export * from './service-auth.ts';
 export * from './tls.ts';
+export * from './auth-failures.ts';

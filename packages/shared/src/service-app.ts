@@ -8,6 +8,7 @@ import { registerProblemHandlers, sendProblem } from './errors.ts';
 import { createServiceMetrics, type ServiceMetrics } from './metrics.ts';
 import { problemDocument, ProblemError } from './problem.ts';
 import { randomHex } from './random-hex.ts';
+import { AuthFailures } from './auth-failures.ts';
 import { useClientTls } from './http-client.ts';
 import { installServiceAuthentication, type CredentialCheck } from './service-auth.ts';
 import type { ServiceTls } from './tls.ts';
@@ -20,8 +21,11 @@ export interface ServiceAppOptions {
   /** Pino options, or false to log nothing (tests). */
   logger?: FastifyServerOptions['logger'];
   bodyLimit?: number;
-  /** Checks of the credentials of the callers the contract names (x-duplex-caller), by caller. */
-  credentials?: Record<string, CredentialCheck>;
+  /**
+   * Checks of the credentials of the callers the contract names (x-duplex-caller), by caller,
+   * and the limit on failed authentications (AUTH_FAILURE_LIMIT per AUTH_FAILURE_WINDOW_MS).
+   */
+  credentials?: { checks: Record<string, CredentialCheck>; failureLimit: number; failureWindowMs: number };
   /** HTTPS to serve with and what the service's own calls present and trust (loadTls); plain HTTP when omitted. */
   tls?: ServiceTls;
 }
@@ -141,7 +145,8 @@ export async function createServiceApp(options: ServiceAppOptions): Promise<Fast
     const route = 'openApiPath' in config && typeof config.openApiPath === 'string' ? config.openApiPath : (url ?? 'unmatched');
     metrics.httpRequestDuration.observe({ method: request.method, route, status: reply.statusCode }, reply.elapsedTime / 1000);
   });
-  if (options.credentials) installServiceAuthentication(app, options.credentials);
+  const { credentials } = options;
+  if (credentials) installServiceAuthentication(app, credentials.checks, new AuthFailures(credentials.failureLimit, credentials.failureWindowMs));
   await app.register(swagger, { mode: 'static', specification: { document: loadContract(options.contract) as never } });
   await app.register(swaggerUi, { routePrefix: '/docs' });
   return app;

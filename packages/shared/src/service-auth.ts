@@ -1,4 +1,5 @@
 import type { FastifyInstance, onRequestHookHandler } from 'fastify';
+import type { AuthFailures } from './auth-failures.ts';
 import { ProblemError } from './problem.ts';
 import { bearerToken, sameSecret } from './secrets.ts';
 
@@ -16,9 +17,10 @@ export const secretIs =
  * (x-duplex-caller) is refused (401) unless its bearer token is the credential of one of those
  * callers that this service knows (`checks`, by caller name). Checked in a route hook before
  * the body is read. Callers this service has no check for are left to other hooks (the
- * server's agents, for instance); an operation that names none is open.
+ * server's agents, for instance); an operation that names none is open. Refusals count against
+ * the caller's address in `failures`; an address past its limit is answered 429.
  */
-export function installServiceAuthentication(app: FastifyInstance, checks: Record<string, CredentialCheck>): void {
+export function installServiceAuthentication(app: FastifyInstance, checks: Record<string, CredentialCheck>, failures: AuthFailures): void {
   app.addHook('onRoute', (route) => {
     const callers = ((route.config ?? {}) as { callers?: string[] }).callers ?? [];
     const known = callers.filter((caller) => checks[caller] !== undefined);
@@ -26,9 +28,12 @@ export function installServiceAuthentication(app: FastifyInstance, checks: Recor
     const accepted = known.map((caller) => checks[caller]!);
     const expected = known.join(' or ');
     const check: onRequestHookHandler = async (request) => {
+      failures.refuseIfBlocked(request.ip);
       const secret = bearerToken(request.headers.authorization);
+      if (secret !== undefined && accepted.some((accepts) => accepts(secret))) return;
+      failures.fail(request.ip);
       if (secret === undefined) throw new ProblemError('unauthenticated', `this operation needs the credential of its caller (${expected}) as a bearer token`);
-      if (!accepted.some((accepts) => accepts(secret))) throw new ProblemError('unauthenticated', `the bearer token is not a credential of ${expected}`);
+      throw new ProblemError('unauthenticated', `the bearer token is not a credential of ${expected}`);
     };
     const existing = route.onRequest === undefined ? [] : Array.isArray(route.onRequest) ? route.onRequest : [route.onRequest];
     route.onRequest = [check, ...existing];

@@ -45,3 +45,17 @@ test("the driver runs its own cluster's calls, and health and the contract stay 
     assert.equal((await app.inject({ method: 'GET', url, headers: { authorization: undefined } })).statusCode, 200, url);
   }
 });
+
+test('an address that failed authentication too often is answered 429 until its window ends, even with the right token', async (t) => {
+  const { app } = await fileDriver(t);
+  const wrong = bearer(testClusterToken('c1'));
+  for (let attempt = 0; attempt < 20; attempt += 1) {
+    assert.equal((await app.inject({ method: 'GET', url: '/v1/devices', headers: wrong })).statusCode, 401);
+  }
+  const blocked = await app.inject({ method: 'GET', url: '/v1/devices' });
+  assert.equal(blocked.statusCode, 429);
+  assert.equal(blocked.json().type, 'urn:duplex:problem:too-many-failures');
+  assert.ok(Number(blocked.headers['retry-after']) > 0);
+  const other = await app.inject({ method: 'GET', url: '/v1/devices', remoteAddress: '10.0.0.9' });
+  assert.equal(other.statusCode, 200, 'another address is not held back');
+});

@@ -1,7 +1,6 @@
-import { bearerToken, ProblemError, sameSecret, secretHash, type Database } from '@duplex/shared';
+import { AuthFailures, bearerToken, ProblemError, sameSecret, secretHash, type Database } from '@duplex/shared';
 import { joinTokenFor } from '../lib/agent-credentials.ts';
 import type { AgentRegistry } from '../lib/agent-registry.ts';
-import { AuthFailures } from '../lib/auth-failures.ts';
 import { allows, type Role } from '../lib/tokens.ts';
 import { findUsableToken, type TokenRow } from '../repositories/tokens.ts';
 
@@ -30,7 +29,7 @@ export class Authenticator {
 
   /** An agent's registration must carry its storage system's join token (401 otherwise, counted). */
   admitJoining(header: string | string[] | undefined, storageSystemId: string, address: string): void {
-    this.refuseIfBlocked(address);
+    this.failures.refuseIfBlocked(address);
     const given = bearerToken(header);
     const expected = joinTokenFor(this.joinTokens, storageSystemId);
     if (given !== undefined && sameSecret(given, expected)) return;
@@ -44,7 +43,7 @@ export class Authenticator {
    * (counted), 403 with another agent's.
    */
   authorizeAgent(header: string | string[] | undefined, agentId: string, address: string): void {
-    this.refuseIfBlocked(address);
+    this.failures.refuseIfBlocked(address);
     const secret = bearerToken(header);
     const check = secret === undefined ? 'unknown' : this.agents.checkCredential(agentId, secretHash(secret));
     if (check === 'agent') return this.agents.notePresented(agentId, secret!);
@@ -53,20 +52,13 @@ export class Authenticator {
     throw new ProblemError('unauthenticated', secret === undefined ? 'an agent\'s request carries its credential as a bearer token' : `agent '${agentId}' holds no such credential, or it expired: register again`);
   }
 
-  private refuseIfBlocked(address: string): void {
-    const blockedFor = this.failures.blockedForSeconds(address);
-    if (blockedFor > 0) {
-      throw new ProblemError('too-many-failures', `too many failed authentications from ${address}; try again in ${blockedFor} s`, { retryAfterSeconds: blockedFor });
-    }
-  }
-
   /**
    * The caller, if its token may call an operation that needs `role`; a ProblemError otherwise:
    * 401 (no usable token, counted against the address), 403 (the role is too low), or 429 (the
    * address failed too often lately; the token is then not even looked up).
    */
   async authorize(header: string | string[] | undefined, role: Role, operationId: string, address: string): Promise<Caller> {
-    this.refuseIfBlocked(address);
+    this.failures.refuseIfBlocked(address);
     const secret = bearerToken(header);
     if (secret === undefined) {
       this.failures.fail(address);

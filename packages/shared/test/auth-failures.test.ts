@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { AuthFailures } from '../../src/lib/auth-failures.ts';
+import { AuthFailures } from '../src/auth-failures.ts';
 
 describe('AuthFailures', () => {
   it('blocks an address at the limit until its window ends, and counts each address on its own', () => {
