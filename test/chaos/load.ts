@@ -1,10 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import type { ServerApi } from '@duplex/contracts';
-import { bearer, testAdminToken } from '@duplex/testkit';
-import { request } from 'undici';
-
-type Task = ServerApi.components['schemas']['Task'];
-type TaskRequest = ServerApi.components['schemas']['TaskRequest'];
+import { createDuplexClient, ProblemResponseError, ServersUnavailableError, type DuplexClient, type Task, type TaskRequest } from '@duplex/client';
+import { testAdminToken } from '@duplex/testkit';
 
 export interface LedgerEntry {
   id: string;
@@ -12,55 +8,42 @@ export interface LedgerEntry {
 }
 
 /**
- * A client that sends each task to one server and, when that server is unreachable or
- * answers 5xx, to the next one with the same Idempotency-Key, as a user's client would.
+ * The chaos tests' client: duplex's own (@duplex/client), which sends each call to one server
+ * and, when that one is unreachable or answers 5xx, to the next with the same Idempotency-Key.
+ * While every server is down (a kill and its restart), a submission keeps its key and is sent
+ * again until the deadline, as a patient user's script would.
  */
 export class FailoverClient {
   retries = 0;
-  private next = 0;
+  private readonly client: DuplexClient;
 
-  constructor(private readonly servers: string[]) {}
+  constructor(servers: string[]) {
+    this.client = createDuplexClient({ servers, token: testAdminToken, timeoutMs: 5_000, onFailover: () => (this.retries += 1) });
+  }
 
   async submit(body: TaskRequest, deadlineMs = 30_000): Promise<Task> {
-    const key = randomUUID();
+    const idempotencyKey = randomUUID();
     const deadline = Date.now() + deadlineMs;
-    for (let attempt = 0; Date.now() < deadline; attempt += 1) {
-      const server = this.servers[(this.next + attempt) % this.servers.length]!;
+    for (;;) {
       try {
-        const response = await request(`${server}/v1/tasks`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json', 'idempotency-key': key, ...bearer(testAdminToken) },
-          body: JSON.stringify(body),
-          headersTimeout: 5_000,
-          bodyTimeout: 5_000,
-        });
-        const text = await response.body.text();
-        if (response.statusCode === 202) {
-          this.next += 1;
-          return JSON.parse(text) as Task;
-        }
-        if (response.statusCode < 500) throw new Error(`refused with ${response.statusCode}: ${text}`);
+        return await this.client.submitTask(body, { idempotencyKey });
       } catch (error) {
-        if ((error as Error).message.startsWith('refused')) throw error;
+        const unavailable = error instanceof ServersUnavailableError || (error instanceof ProblemResponseError && error.status >= 500);
+        if (!unavailable) throw new Error(`refused: ${(error as Error).message}`);
+        if (Date.now() >= deadline) throw new Error(`no server accepted the task within ${deadlineMs} ms: ${(error as Error).message}`);
+        this.retries += 1;
+        await new Promise((resolve) => setTimeout(resolve, 100));
       }
-      this.retries += 1;
-      await new Promise((resolve) => setTimeout(resolve, 100));
     }
-    throw new Error(`no server accepted the task within ${deadlineMs} ms`);
   }
 
   /** The task as any server sees it (every server answers for every task). */
   async get(id: string): Promise<Task | undefined> {
-    for (const server of this.servers) {
-      try {
-        const response = await request(`${server}/v1/tasks/${id}`, { headers: bearer(testAdminToken), headersTimeout: 5_000, bodyTimeout: 5_000 });
-        const text = await response.body.text();
-        if (response.statusCode === 200) return JSON.parse(text) as Task;
-      } catch {
-        // the next server
-      }
+    try {
+      return await this.client.getTask(id);
+    } catch {
+      return undefined;
     }
-    return undefined;
   }
 }
 
