@@ -5,6 +5,7 @@ RUN npm install -g pnpm@12.4.2
 COPY package.json pnpm-lock.yaml pnpm-workspace.yaml ./
 COPY packages ./packages
 COPY test/package.json ./test/package.json
+COPY bench/package.json ./bench/package.json
 RUN pnpm install --frozen-lockfile
 COPY . .
 ENV NODE_ENV=production
