@@ -4,11 +4,15 @@ export function backoffDelayMs(attempt: number, baseMs: number, maxMs: number, r
   return Math.round(ceiling / 2 + (random() * ceiling) / 2);
 }
 
+/** Waits `ms`, or less if `signal` aborts first; either way its listener on the signal goes. */
 export const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
   new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
       clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
       resolve();
-    }, { once: true });
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
   });

@@ -40,6 +40,12 @@ export interface KnownValues {
   credentials?: Record<string, string>;
   /** Tokens that no operation of the service takes: another cluster's token, the join token, another agent's credential. */
   foreignTokens?: readonly string[];
+  /**
+   * Whole bodies the service takes, by operationId, for half of that operation's requests (before
+   * their mutations): what a contract cannot say, such as which parameters each kind of work takes,
+   * would otherwise leave almost every generated body refused before the code behind it runs.
+   */
+  bodies?: Record<string, readonly unknown[]>;
 }
 
 export interface FuzzRequest {
@@ -454,8 +460,8 @@ function mutationOf(operation: ContractOperation, known: KnownValues): fc.Arbitr
     fc.record({ how: fc.constant('deep' as const), depth: fc.integer({ min: 100, max: 20_000 }), open: fc.constantFrom('[' as const, '{"a":' as const) }),
   );
   const mutations: fc.WeightedArbitrary<Mutation>[] = [
-    // With credentials per caller, a third of the mutated requests go without the right one.
-    { weight: known.credentials ? 8 : 2, arbitrary: fc.record({ kind: fc.constant('header' as const), name: fc.constant('authorization'), value: authorizationValue(operation, known) }) },
+    // With credentials per caller, about a quarter of the requests go without the right one.
+    { weight: known.credentials ? 4 : 2, arbitrary: fc.record({ kind: fc.constant('header' as const), name: fc.constant('authorization'), value: authorizationValue(operation, known) }) },
     {
       weight: 2,
       arbitrary: fc.record({
@@ -572,7 +578,7 @@ function contractDraft(operation: ContractOperation, known: KnownValues): fc.Arb
       segments: fc.record(segments),
       query: fc.tuple(...query).map((pairs) => pairs.flat()),
       headers: fc.tuple(...headers),
-      json: operation.body ? schemaValue(operation.body, known).map((value) => ({ value })) : fc.constant(undefined),
+      json: operation.body ? bodyOf(operation, operation.body, known).map((value) => ({ value })) : fc.constant(undefined),
     })
     .map(({ segments: filled, query: pairs, headers: headerPairs, json }) => {
       const draft: Draft = { method: operation.method, segments: filled, query: pairs, headers: {}, json, raw: undefined };
@@ -580,6 +586,12 @@ function contractDraft(operation: ContractOperation, known: KnownValues): fc.Arb
       if (json) draft.headers['content-type'] = 'application/json';
       return draft;
     });
+}
+
+function bodyOf(operation: ContractOperation, schema: JsonSchema, known: KnownValues): fc.Arbitrary<unknown> {
+  const generated = schemaValue(schema, known);
+  const examples = known.bodies?.[operation.operationId] ?? [];
+  return examples.length > 0 ? fc.oneof(fc.constantFrom(...examples), generated) : generated;
 }
 
 function toRequest(operation: ContractOperation, draft: Draft, mutations: string[]): FuzzRequest {

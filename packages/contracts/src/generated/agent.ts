@@ -11,7 +11,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Liveness of the process */
+        /**
+         * Liveness of the process
+         * @description Answers 200 while the process runs; it checks no dependency. The cluster-manager that runs
+         *     the agent polls it and restarts an agent that stops answering.
+         */
         get: operations["getHealth"];
         put?: never;
         post?: never;
@@ -48,7 +52,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** This OpenAPI document */
+        /**
+         * This OpenAPI document
+         * @description The contract this agent serves (this document), as JSON.
+         */
         get: operations["getOpenApiDocument"];
         put?: never;
         post?: never;
@@ -88,7 +95,13 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The agent's identity and work in hand */
+        /**
+         * The agent's identity and work in hand
+         * @description The agent's configured identity, its registration with its server (`agent_id` and
+         *     `incarnation` are null until it first registers), whether it is fenced, the inventory
+         *     version it last sent and how many tasks and reports it holds. It needs the cluster's token
+         *     (held by the cluster's cluster-manager, driver and agents).
+         */
         get: operations["getAgentStatus"];
         put?: never;
         post?: never;
@@ -197,7 +210,7 @@ export interface components {
             attempt: number;
             fencing_token: number;
             epoch: number;
-            /** @description The id of the request that submitted the task, carried into every log line. */
+            /** @description The id of the request that submitted the task (the servers' request ids have this shape), carried into every log line and sent on as the driver call's X-Request-Id. */
             request_id?: string;
             /** @description The W3C trace context of the request that submitted the task; the agent's run, its driver call and its report continue this trace. */
             traceparent?: string;
@@ -347,6 +360,23 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "openapi": "3.1.0",
+                     *       "info": {
+                     *         "title": "duplex agent API",
+                     *         "version": "0.1.0"
+                     *       },
+                     *       "paths": {
+                     *         "/healthz": {
+                     *           "get": {
+                     *             "operationId": "getHealth",
+                     *             "summary": "Liveness of the process"
+                     *           }
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": Record<string, never>;
                 };
             };
@@ -368,6 +398,18 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example # HELP duplex_agent_tasks_total Attempts this agent ran through the driver, by kind and outcome (refused: the driver fenced the attempt off).
+                     *     # TYPE duplex_agent_tasks_total counter
+                     *     duplex_agent_tasks_total{kind="volume.create",outcome="succeeded"} 118
+                     *     duplex_agent_tasks_total{kind="volume.create",outcome="failed"} 2
+                     *     # HELP duplex_agent_heartbeats_sent_total Heartbeats sent to the agent's server, by outcome: renewed, refused (the server no longer knows the registration) or failed (no answer).
+                     *     # TYPE duplex_agent_heartbeats_sent_total counter
+                     *     duplex_agent_heartbeats_sent_total{outcome="renewed"} 1204
+                     *     # HELP nodejs_eventloop_lag_seconds Lag of event loop in seconds.
+                     *     # TYPE nodejs_eventloop_lag_seconds gauge
+                     *     nodejs_eventloop_lag_seconds 0.000412
+                     */
                     "text/plain; version=0.0.4": string;
                 };
             };
@@ -389,6 +431,21 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "name": "ss1-c0-A",
+                     *       "server_id": "A",
+                     *       "storage_system_id": "ss1",
+                     *       "cluster_id": "c0",
+                     *       "agent_id": "A:ss1:c0:ss1-c0-A",
+                     *       "incarnation": 1,
+                     *       "registered": true,
+                     *       "fenced": false,
+                     *       "inventory_version": 3,
+                     *       "tasks_in_hand": 2,
+                     *       "reports_pending": 0
+                     *     }
+                     */
                     "application/json": components["schemas"]["AgentStatus"];
                 };
             };
@@ -434,6 +491,12 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "accepted": 1,
+                     *       "duplicates": 0
+                     *     }
+                     */
                     "application/json": components["schemas"]["DispatchAck"];
                 };
             };
@@ -468,6 +531,11 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "version": 4
+                     *     }
+                     */
                     "application/json": components["schemas"]["InventoryChangeAck"];
                 };
             };

@@ -11,7 +11,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Liveness of the process */
+        /**
+         * Liveness of the process
+         * @description Answers 200 while the process runs; it checks no dependency (`/readyz` checks the database
+         *     and the stored inventory). The peer cluster-manager polls it to tell whether this cluster is alive.
+         */
         get: operations["getHealth"];
         put?: never;
         post?: never;
@@ -48,7 +52,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** This OpenAPI document */
+        /**
+         * This OpenAPI document
+         * @description The contract this cluster-manager serves (this document), as JSON.
+         */
         get: operations["getOpenApiDocument"];
         put?: never;
         post?: never;
@@ -455,6 +462,23 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "openapi": "3.1.0",
+                     *       "info": {
+                     *         "title": "duplex cluster-manager API",
+                     *         "version": "0.1.0"
+                     *       },
+                     *       "paths": {
+                     *         "/healthz": {
+                     *           "get": {
+                     *             "operationId": "getHealth",
+                     *             "summary": "Liveness of the process"
+                     *           }
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": Record<string, never>;
                 };
             };
@@ -476,6 +500,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example # HELP duplex_inventory_version The version of this cluster's stored inventory (configuration and state).
+                     *     # TYPE duplex_inventory_version gauge
+                     *     duplex_inventory_version{storage_system_id="ss1",cluster_id="c0"} 3
+                     *     # HELP duplex_inventory_broadcasts_total Notices of a new inventory version sent to agents, by outcome: delivered, refused (not 202), failed (no answer) or dropped (fault injection).
+                     *     # TYPE duplex_inventory_broadcasts_total counter
+                     *     duplex_inventory_broadcasts_total{outcome="delivered"} 6
+                     *     # HELP duplex_agent_restarts_total Agents of this cluster restarted after they exited, by server.
+                     *     # TYPE duplex_agent_restarts_total counter
+                     *     duplex_agent_restarts_total{server_id="B"} 1
+                     *     # HELP nodejs_eventloop_lag_seconds Lag of event loop in seconds.
+                     *     # TYPE nodejs_eventloop_lag_seconds gauge
+                     *     nodejs_eventloop_lag_seconds 0.000388
+                     */
                     "text/plain; version=0.0.4": string;
                 };
             };
@@ -502,6 +540,62 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "storage_system_id": "ss1",
+                     *       "cluster_id": "c0",
+                     *       "version": 3,
+                     *       "cluster_state": "online",
+                     *       "epoch": 1,
+                     *       "recorded_at": "2026-11-25T10:00:00.000Z",
+                     *       "devices": [
+                     *         {
+                     *           "id": "d0",
+                     *           "home_cluster": "c0",
+                     *           "owner_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 1048576,
+                     *           "volume_count": 1,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 1
+                     *         },
+                     *         {
+                     *           "id": "d1",
+                     *           "home_cluster": "c0",
+                     *           "owner_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 0,
+                     *           "volume_count": 0,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 1
+                     *         },
+                     *         {
+                     *           "id": "d2",
+                     *           "home_cluster": "c0",
+                     *           "owner_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 0,
+                     *           "volume_count": 0,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 1
+                     *         },
+                     *         {
+                     *           "id": "d3",
+                     *           "home_cluster": "c0",
+                     *           "owner_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 0,
+                     *           "volume_count": 0,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 1
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Inventory"];
                 };
             };
@@ -532,6 +626,62 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "storage_system_id": "ss1",
+                     *       "cluster_id": "c0",
+                     *       "version": 4,
+                     *       "cluster_state": "online",
+                     *       "epoch": 1,
+                     *       "recorded_at": "2026-11-25T10:12:30.518Z",
+                     *       "devices": [
+                     *         {
+                     *           "id": "d0",
+                     *           "home_cluster": "c0",
+                     *           "owner_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 1048576,
+                     *           "volume_count": 1,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 1
+                     *         },
+                     *         {
+                     *           "id": "d1",
+                     *           "home_cluster": "c0",
+                     *           "owner_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 0,
+                     *           "volume_count": 0,
+                     *           "state": "unavailable",
+                     *           "reason": "the device is marked FAILED",
+                     *           "epoch": 1
+                     *         },
+                     *         {
+                     *           "id": "d2",
+                     *           "home_cluster": "c0",
+                     *           "owner_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 0,
+                     *           "volume_count": 0,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 1
+                     *         },
+                     *         {
+                     *           "id": "d3",
+                     *           "home_cluster": "c0",
+                     *           "owner_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 0,
+                     *           "volume_count": 0,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 1
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Inventory"];
                 };
             };
@@ -555,6 +705,62 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "storage_system_id": "ss1",
+                     *       "cluster_id": "c0",
+                     *       "version": 7,
+                     *       "cluster_state": "online",
+                     *       "epoch": 3,
+                     *       "recorded_at": "2026-11-25T11:40:02.207Z",
+                     *       "devices": [
+                     *         {
+                     *           "id": "d0",
+                     *           "home_cluster": "c0",
+                     *           "owner_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 1048576,
+                     *           "volume_count": 1,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 3
+                     *         },
+                     *         {
+                     *           "id": "d1",
+                     *           "home_cluster": "c0",
+                     *           "owner_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 0,
+                     *           "volume_count": 0,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 3
+                     *         },
+                     *         {
+                     *           "id": "d2",
+                     *           "home_cluster": "c0",
+                     *           "owner_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 0,
+                     *           "volume_count": 0,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 3
+                     *         },
+                     *         {
+                     *           "id": "d3",
+                     *           "home_cluster": "c0",
+                     *           "owner_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 0,
+                     *           "volume_count": 0,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 3
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Inventory"];
                 };
             };
@@ -597,6 +803,73 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "storage_system_id": "ss1",
+                     *       "cluster_id": "c0",
+                     *       "version": 4,
+                     *       "cluster_state": "online",
+                     *       "epoch": 1,
+                     *       "recorded_at": "2026-11-25T10:15:00.031Z",
+                     *       "devices": [
+                     *         {
+                     *           "id": "d0",
+                     *           "home_cluster": "c0",
+                     *           "owner_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 1048576,
+                     *           "volume_count": 1,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 1
+                     *         },
+                     *         {
+                     *           "id": "d1",
+                     *           "home_cluster": "c0",
+                     *           "owner_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 0,
+                     *           "volume_count": 0,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 1
+                     *         },
+                     *         {
+                     *           "id": "d2",
+                     *           "home_cluster": "c0",
+                     *           "owner_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 0,
+                     *           "volume_count": 0,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 1
+                     *         },
+                     *         {
+                     *           "id": "d3",
+                     *           "home_cluster": "c0",
+                     *           "owner_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 0,
+                     *           "volume_count": 0,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 1
+                     *         },
+                     *         {
+                     *           "id": "d8",
+                     *           "home_cluster": "c0",
+                     *           "owner_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 0,
+                     *           "volume_count": 0,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 1
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Inventory"];
                 };
             };
@@ -644,6 +917,62 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "storage_system_id": "ss1",
+                     *       "cluster_id": "c0",
+                     *       "version": 4,
+                     *       "cluster_state": "online",
+                     *       "epoch": 1,
+                     *       "recorded_at": "2026-11-25T10:20:00.125Z",
+                     *       "devices": [
+                     *         {
+                     *           "id": "d0",
+                     *           "home_cluster": "c0",
+                     *           "owner_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 1048576,
+                     *           "volume_count": 1,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 1
+                     *         },
+                     *         {
+                     *           "id": "d1",
+                     *           "home_cluster": "c0",
+                     *           "owner_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 0,
+                     *           "volume_count": 0,
+                     *           "state": "offline",
+                     *           "reason": "replacing a fan",
+                     *           "epoch": 1
+                     *         },
+                     *         {
+                     *           "id": "d2",
+                     *           "home_cluster": "c0",
+                     *           "owner_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 0,
+                     *           "volume_count": 0,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 1
+                     *         },
+                     *         {
+                     *           "id": "d3",
+                     *           "home_cluster": "c0",
+                     *           "owner_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 0,
+                     *           "volume_count": 0,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 1
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Inventory"];
                 };
             };
@@ -682,6 +1011,62 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "storage_system_id": "ss1",
+                     *       "cluster_id": "c0",
+                     *       "version": 5,
+                     *       "cluster_state": "online",
+                     *       "epoch": 1,
+                     *       "recorded_at": "2026-11-25T10:25:00.342Z",
+                     *       "devices": [
+                     *         {
+                     *           "id": "d0",
+                     *           "home_cluster": "c0",
+                     *           "owner_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 1048576,
+                     *           "volume_count": 1,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 1
+                     *         },
+                     *         {
+                     *           "id": "d1",
+                     *           "home_cluster": "c0",
+                     *           "owner_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 0,
+                     *           "volume_count": 0,
+                     *           "state": "retired",
+                     *           "reason": "replacing a fan",
+                     *           "epoch": 1
+                     *         },
+                     *         {
+                     *           "id": "d2",
+                     *           "home_cluster": "c0",
+                     *           "owner_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 0,
+                     *           "volume_count": 0,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 1
+                     *         },
+                     *         {
+                     *           "id": "d3",
+                     *           "home_cluster": "c0",
+                     *           "owner_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 0,
+                     *           "volume_count": 0,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 1
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Inventory"];
                 };
             };
@@ -715,6 +1100,32 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "items": [
+                     *         {
+                     *           "name": "ss1-c0-A",
+                     *           "server_id": "A",
+                     *           "storage_system_id": "ss1",
+                     *           "cluster_id": "c0",
+                     *           "pid": 4242,
+                     *           "state": "running",
+                     *           "started_at": "2026-11-25T10:00:00.000Z",
+                     *           "restarts": 0
+                     *         },
+                     *         {
+                     *           "name": "ss1-c0-B",
+                     *           "server_id": "B",
+                     *           "storage_system_id": "ss1",
+                     *           "cluster_id": "c0",
+                     *           "pid": 4318,
+                     *           "state": "running",
+                     *           "started_at": "2026-11-25T10:03:41.250Z",
+                     *           "restarts": 1
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["AgentProcessList"];
                 };
             };

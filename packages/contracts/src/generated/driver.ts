@@ -11,7 +11,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Liveness of the process */
+        /**
+         * Liveness of the process
+         * @description Answers 200 while the process runs; it checks no dependency (`/readyz` checks that the
+         *     device root can be read).
+         */
         get: operations["getHealth"];
         put?: never;
         post?: never;
@@ -48,7 +52,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** This OpenAPI document */
+        /**
+         * This OpenAPI document
+         * @description The contract this driver serves (this document), as JSON.
+         */
         get: operations["getOpenApiDocument"];
         put?: never;
         post?: never;
@@ -138,7 +145,13 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Probe one device */
+        /**
+         * Probe one device
+         * @description Reads one device now: its label, usage (its volumes are listed), state and the newest fencing
+         *     epoch recorded on it. A device that cannot be read answers 200 as `unavailable`, with the
+         *     reason; an id the driver does not find answers 404. It needs the cluster's token, like every
+         *     device operation of the driver.
+         */
         get: operations["probeDevice"];
         put?: never;
         post?: never;
@@ -438,6 +451,23 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "openapi": "3.1.0",
+                     *       "info": {
+                     *         "title": "duplex driver API",
+                     *         "version": "0.1.0"
+                     *       },
+                     *       "paths": {
+                     *         "/healthz": {
+                     *           "get": {
+                     *             "operationId": "getHealth",
+                     *             "summary": "Liveness of the process"
+                     *           }
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": Record<string, never>;
                 };
             };
@@ -459,6 +489,21 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example # HELP duplex_driver_executions_total Execution requests, by kind and outcome: succeeded, failed (a device-level failure) or refused (answered with a problem: stale fencing, an invalid request, unreachable devices). A replay counts under its recorded outcome.
+                     *     # TYPE duplex_driver_executions_total counter
+                     *     duplex_driver_executions_total{kind="volume.create",outcome="succeeded"} 118
+                     *     duplex_driver_executions_total{kind="volume.delete",outcome="failed"} 1
+                     *     # HELP duplex_driver_execution_duration_seconds Time to run an execution request, by kind.
+                     *     # TYPE duplex_driver_execution_duration_seconds histogram
+                     *     duplex_driver_execution_duration_seconds_bucket{le="0.005",kind="volume.create"} 97
+                     *     duplex_driver_execution_duration_seconds_bucket{le="+Inf",kind="volume.create"} 118
+                     *     duplex_driver_execution_duration_seconds_sum{kind="volume.create"} 0.6124
+                     *     duplex_driver_execution_duration_seconds_count{kind="volume.create"} 118
+                     *     # HELP nodejs_eventloop_lag_seconds Lag of event loop in seconds.
+                     *     # TYPE nodejs_eventloop_lag_seconds gauge
+                     *     nodejs_eventloop_lag_seconds 0.000297
+                     */
                     "text/plain; version=0.0.4": string;
                 };
             };
@@ -480,6 +525,92 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "items": [
+                     *         {
+                     *           "id": "d0",
+                     *           "home_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 1048576,
+                     *           "volume_count": 1,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 1
+                     *         },
+                     *         {
+                     *           "id": "d1",
+                     *           "home_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 0,
+                     *           "volume_count": 0,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 1
+                     *         },
+                     *         {
+                     *           "id": "d2",
+                     *           "home_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 0,
+                     *           "volume_count": 0,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 1
+                     *         },
+                     *         {
+                     *           "id": "d3",
+                     *           "home_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 0,
+                     *           "volume_count": 0,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 1
+                     *         },
+                     *         {
+                     *           "id": "d4",
+                     *           "home_cluster": "c1",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 2097152,
+                     *           "volume_count": 1,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 1
+                     *         },
+                     *         {
+                     *           "id": "d5",
+                     *           "home_cluster": "c1",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 0,
+                     *           "volume_count": 0,
+                     *           "state": "unavailable",
+                     *           "reason": "the device is marked FAILED",
+                     *           "epoch": 1
+                     *         },
+                     *         {
+                     *           "id": "d6",
+                     *           "home_cluster": "c1",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 0,
+                     *           "volume_count": 0,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 1
+                     *         },
+                     *         {
+                     *           "id": "d7",
+                     *           "home_cluster": "c1",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 0,
+                     *           "volume_count": 0,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 1
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["DeviceReportList"];
                 };
             };
@@ -514,6 +645,18 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "d8",
+                     *       "home_cluster": "c0",
+                     *       "capacity_bytes": 1073741824,
+                     *       "used_bytes": 0,
+                     *       "volume_count": 0,
+                     *       "state": "available",
+                     *       "reason": null,
+                     *       "epoch": 0
+                     *     }
+                     */
                     "application/json": components["schemas"]["DeviceReport"];
                 };
             };
@@ -555,6 +698,71 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "instance_id": "37b9700d-857d-4615-bf06-6ebf1a7b5f5a",
+                     *       "generation": 3,
+                     *       "probed_at": "2026-11-25T10:12:30.402Z",
+                     *       "devices": [
+                     *         {
+                     *           "id": "d0",
+                     *           "home_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "state": "available",
+                     *           "reason": null
+                     *         },
+                     *         {
+                     *           "id": "d1",
+                     *           "home_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "state": "available",
+                     *           "reason": null
+                     *         },
+                     *         {
+                     *           "id": "d2",
+                     *           "home_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "state": "available",
+                     *           "reason": null
+                     *         },
+                     *         {
+                     *           "id": "d3",
+                     *           "home_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "state": "available",
+                     *           "reason": null
+                     *         },
+                     *         {
+                     *           "id": "d4",
+                     *           "home_cluster": "c1",
+                     *           "capacity_bytes": 1073741824,
+                     *           "state": "available",
+                     *           "reason": null
+                     *         },
+                     *         {
+                     *           "id": "d5",
+                     *           "home_cluster": "c1",
+                     *           "capacity_bytes": 1073741824,
+                     *           "state": "unavailable",
+                     *           "reason": "the device is marked FAILED"
+                     *         },
+                     *         {
+                     *           "id": "d6",
+                     *           "home_cluster": "c1",
+                     *           "capacity_bytes": 1073741824,
+                     *           "state": "available",
+                     *           "reason": null
+                     *         },
+                     *         {
+                     *           "id": "d7",
+                     *           "home_cluster": "c1",
+                     *           "capacity_bytes": 1073741824,
+                     *           "state": "available",
+                     *           "reason": null
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["DeviceWatch"];
                 };
             };
@@ -580,6 +788,18 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "d0",
+                     *       "home_cluster": "c0",
+                     *       "capacity_bytes": 1073741824,
+                     *       "used_bytes": 1048576,
+                     *       "volume_count": 1,
+                     *       "state": "available",
+                     *       "reason": null,
+                     *       "epoch": 1
+                     *     }
+                     */
                     "application/json": components["schemas"]["DeviceReport"];
                 };
             };
@@ -623,6 +843,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "task_id": "tsk_01JDX8G6Q9W1Z2V3",
+                     *       "outcome": "succeeded",
+                     *       "replayed": false,
+                     *       "result": {
+                     *         "volume": {
+                     *           "device": "d0",
+                     *           "name": "vol1",
+                     *           "size_bytes": 1048576
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ExecutionResult"];
                 };
             };

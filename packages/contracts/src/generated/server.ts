@@ -95,7 +95,13 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List the agents registered with this server */
+        /**
+         * List the agents registered with this server, or with any server
+         * @description The agents registered with this server, in id order; `server_id` names another server, or
+         *     `*` for every server's (all are in the shared database, so any server can list them). An
+         *     agent is `active` while its lease runs and `expired` once it ran out without a heartbeat.
+         *     Needs the viewer role.
+         */
         get: operations["listAgents"];
         put?: never;
         /**
@@ -119,7 +125,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Get one agent */
+        /**
+         * Get one agent
+         * @description One agent registered with this server: its address, process, incarnation and lease. An agent
+         *     registered with another server answers 404 here; ask that server. Needs the viewer role.
+         */
         get: operations["getAgent"];
         put?: never;
         post?: never;
@@ -422,7 +432,12 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Get a storage system */
+        /**
+         * Get a storage system
+         * @description How many clusters and devices a storage system has and how many devices are available, as this
+         *     server's agents last reported them. A storage system none of them reported answers 404.
+         *     Needs the viewer role.
+         */
         get: operations["getStorageSystem"];
         put?: never;
         post?: never;
@@ -1329,6 +1344,23 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "openapi": "3.1.0",
+                     *       "info": {
+                     *         "title": "duplex server API",
+                     *         "version": "0.1.0"
+                     *       },
+                     *       "paths": {
+                     *         "/healthz": {
+                     *           "get": {
+                     *             "operationId": "getHealth",
+                     *             "summary": "Liveness of the process"
+                     *           }
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": Record<string, never>;
                 };
             };
@@ -1350,6 +1382,21 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example # HELP duplex_tasks Tasks in the shared task store, by state and kind (every server reports the same totals).
+                     *     # TYPE duplex_tasks gauge
+                     *     duplex_tasks{state="queued",kind="volume.create"} 2
+                     *     duplex_tasks{state="succeeded",kind="volume.create"} 118
+                     *     # HELP duplex_http_request_duration_seconds Time to answer an HTTP request, by method, route pattern and status.
+                     *     # TYPE duplex_http_request_duration_seconds histogram
+                     *     duplex_http_request_duration_seconds_bucket{le="0.005",method="POST",route="/v1/tasks",status="202"} 117
+                     *     duplex_http_request_duration_seconds_bucket{le="+Inf",method="POST",route="/v1/tasks",status="202"} 120
+                     *     duplex_http_request_duration_seconds_sum{method="POST",route="/v1/tasks",status="202"} 0.4127
+                     *     duplex_http_request_duration_seconds_count{method="POST",route="/v1/tasks",status="202"} 120
+                     *     # HELP nodejs_eventloop_lag_seconds Lag of event loop in seconds.
+                     *     # TYPE nodejs_eventloop_lag_seconds gauge
+                     *     nodejs_eventloop_lag_seconds 0.000512
+                     */
                     "text/plain; version=0.0.4": string;
                 };
             };
@@ -1359,6 +1406,11 @@ export interface operations {
     listAgents: {
         parameters: {
             query?: {
+                /**
+                 * @description Whose agents, by server id; `*` for every server's. This server's when omitted.
+                 * @example *
+                 */
+                server_id?: string;
                 /** @description Only items of this storage system. */
                 storage_system_id?: components["parameters"]["StorageSystemFilter"];
                 /** @description Only items of this cluster. */
@@ -1382,6 +1434,43 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "items": [
+                     *         {
+                     *           "id": "A:ss1:c0:ss1-c0-A",
+                     *           "name": "ss1-c0-A",
+                     *           "server_id": "A",
+                     *           "storage_system_id": "ss1",
+                     *           "cluster_id": "c0",
+                     *           "url": "http://127.0.0.1:41234",
+                     *           "pid": 4242,
+                     *           "incarnation": 1,
+                     *           "state": "active",
+                     *           "started_at": "2026-11-25T09:30:00.000Z",
+                     *           "registered_at": "2026-11-25T09:30:00.412Z",
+                     *           "heartbeat_at": "2026-11-25T10:20:41.007Z",
+                     *           "lease_expires_at": "2026-11-25T10:20:44.007Z"
+                     *         },
+                     *         {
+                     *           "id": "A:ss1:c1:ss1-c1-A",
+                     *           "name": "ss1-c1-A",
+                     *           "server_id": "A",
+                     *           "storage_system_id": "ss1",
+                     *           "cluster_id": "c1",
+                     *           "url": "http://127.0.0.1:41240",
+                     *           "pid": 4251,
+                     *           "incarnation": 1,
+                     *           "state": "active",
+                     *           "started_at": "2026-11-25T09:30:00.000Z",
+                     *           "registered_at": "2026-11-25T09:30:00.412Z",
+                     *           "heartbeat_at": "2026-11-25T10:20:41.007Z",
+                     *           "lease_expires_at": "2026-11-25T10:20:44.007Z"
+                     *         }
+                     *       ],
+                     *       "next_cursor": null
+                     *     }
+                     */
                     "application/json": components["schemas"]["AgentList"];
                 };
             };
@@ -1422,6 +1511,18 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "A:ss1:c0:ss1-c0-A",
+                     *       "incarnation": 1,
+                     *       "lease_ttl_ms": 3000,
+                     *       "heartbeat_interval_ms": 1000,
+                     *       "lease_expires_at": "2026-11-25T10:00:08.120Z",
+                     *       "server_id": "A",
+                     *       "credential": "dpa_IUhSeQVMPqr3QQgAyNTRPKTaqCoS7jlraOtO_mXTBpc",
+                     *       "credential_expires_at": "2026-11-26T10:00:05.120Z"
+                     *     }
+                     */
                     "application/json": components["schemas"]["AgentRegistration"];
                 };
             };
@@ -1431,6 +1532,18 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "A:ss1:c0:ss1-c0-A",
+                     *       "incarnation": 1,
+                     *       "lease_ttl_ms": 3000,
+                     *       "heartbeat_interval_ms": 1000,
+                     *       "lease_expires_at": "2026-11-25T10:00:03.412Z",
+                     *       "server_id": "A",
+                     *       "credential": "dpa_E0_mxk7fqBT0uyiwfVI201kcBM4xwYNXifA7XSITiXw",
+                     *       "credential_expires_at": "2026-11-26T10:00:00.412Z"
+                     *     }
+                     */
                     "application/json": components["schemas"]["AgentRegistration"];
                 };
             };
@@ -1461,6 +1574,23 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "A:ss1:c0:ss1-c0-A",
+                     *       "name": "ss1-c0-A",
+                     *       "server_id": "A",
+                     *       "storage_system_id": "ss1",
+                     *       "cluster_id": "c0",
+                     *       "url": "http://127.0.0.1:41234",
+                     *       "pid": 4242,
+                     *       "incarnation": 1,
+                     *       "state": "active",
+                     *       "started_at": "2026-11-25T09:30:00.000Z",
+                     *       "registered_at": "2026-11-25T09:30:00.412Z",
+                     *       "heartbeat_at": "2026-11-25T10:20:41.007Z",
+                     *       "lease_expires_at": "2026-11-25T10:20:44.007Z"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Agent"];
                 };
             };
@@ -1500,6 +1630,12 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "lease_expires_at": "2026-11-25T10:20:44.007Z",
+                     *       "inventory_version": 3
+                     *     }
+                     */
                     "application/json": components["schemas"]["HeartbeatResponse"];
                 };
             };
@@ -1570,6 +1706,12 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "accepted": true,
+                     *       "version": 3
+                     *     }
+                     */
                     "application/json": components["schemas"]["InventoryReportAck"];
                 };
             };
@@ -1631,6 +1773,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "results": [
+                     *         {
+                     *           "task_id": "tsk_01JDX8G6Q9W1Z2V3",
+                     *           "outcome": "applied"
+                     *         },
+                     *         {
+                     *           "task_id": "tsk_01JDX8G6Q9W1Z2V4",
+                     *           "outcome": "applied"
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["TaskReportResults"];
                 };
             };
@@ -1673,6 +1829,68 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "items": [
+                     *         {
+                     *           "id": "tsk_01JDX8G6Q9W1Z2V4",
+                     *           "kind": "volume.create",
+                     *           "storage_system_id": "ss1",
+                     *           "device": "d4",
+                     *           "params": {
+                     *             "name": "vol2",
+                     *             "size_bytes": 1048576
+                     *           },
+                     *           "state": "failed",
+                     *           "attempt": 1,
+                     *           "fencing_token": 18,
+                     *           "server_id": "A",
+                     *           "cluster_id": "c1",
+                     *           "agent_id": "A:ss1:c1:ss1-c1-A",
+                     *           "result": null,
+                     *           "error": {
+                     *             "type": "urn:duplex:problem:device-unavailable",
+                     *             "title": "The device is unavailable",
+                     *             "status": 422,
+                     *             "detail": "the device is marked FAILED"
+                     *           },
+                     *           "created_at": "2026-11-25T10:01:05.118Z",
+                     *           "updated_at": "2026-11-25T10:01:05.170Z",
+                     *           "dispatched_at": "2026-11-25T10:01:05.126Z",
+                     *           "finished_at": "2026-11-25T10:01:05.170Z"
+                     *         },
+                     *         {
+                     *           "id": "tsk_01JDX8G6Q9W1Z2V3",
+                     *           "kind": "volume.create",
+                     *           "storage_system_id": "ss1",
+                     *           "device": "d0",
+                     *           "params": {
+                     *             "name": "vol1",
+                     *             "size_bytes": 1048576
+                     *           },
+                     *           "state": "succeeded",
+                     *           "attempt": 1,
+                     *           "fencing_token": 17,
+                     *           "server_id": "A",
+                     *           "cluster_id": "c0",
+                     *           "agent_id": "A:ss1:c0:ss1-c0-A",
+                     *           "result": {
+                     *             "volume": {
+                     *               "device": "d0",
+                     *               "name": "vol1",
+                     *               "size_bytes": 1048576
+                     *             }
+                     *           },
+                     *           "error": null,
+                     *           "created_at": "2026-11-25T09:59:59.942Z",
+                     *           "updated_at": "2026-11-25T10:00:00.000Z",
+                     *           "dispatched_at": "2026-11-25T09:59:59.951Z",
+                     *           "finished_at": "2026-11-25T10:00:00.000Z"
+                     *         }
+                     *       ],
+                     *       "next_cursor": "WyIyMDI2LTExLTI1VDA5OjU5OjU5Ljk0MjAwMFoiLCJ0c2tfMDFKRFg4RzZROVcxWjJWMyJd"
+                     *     }
+                     */
                     "application/json": components["schemas"]["TaskList"];
                 };
             };
@@ -1712,6 +1930,30 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "tsk_01JDX8G6Q9W1Z2V3",
+                     *       "kind": "volume.create",
+                     *       "storage_system_id": "ss1",
+                     *       "device": "d0",
+                     *       "params": {
+                     *         "name": "vol1",
+                     *         "size_bytes": 1048576
+                     *       },
+                     *       "state": "queued",
+                     *       "attempt": 0,
+                     *       "fencing_token": null,
+                     *       "server_id": "A",
+                     *       "cluster_id": null,
+                     *       "agent_id": null,
+                     *       "result": null,
+                     *       "error": null,
+                     *       "created_at": "2026-11-25T09:59:59.942Z",
+                     *       "updated_at": "2026-11-25T09:59:59.942Z",
+                     *       "dispatched_at": null,
+                     *       "finished_at": null
+                     *     }
+                     */
                     "application/json": components["schemas"]["Task"];
                 };
             };
@@ -1776,6 +2018,53 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "accepted": 1,
+                     *       "replayed": 0,
+                     *       "refused": 1,
+                     *       "results": [
+                     *         {
+                     *           "index": 0,
+                     *           "status": 202,
+                     *           "replayed": false,
+                     *           "task": {
+                     *             "id": "tsk_01JDX8G6Q9W1Z2V6",
+                     *             "kind": "volume.create",
+                     *             "storage_system_id": "ss1",
+                     *             "device": "d0",
+                     *             "params": {
+                     *               "name": "vol1",
+                     *               "size_bytes": 1048576
+                     *             },
+                     *             "state": "queued",
+                     *             "attempt": 0,
+                     *             "fencing_token": null,
+                     *             "server_id": "A",
+                     *             "cluster_id": null,
+                     *             "agent_id": null,
+                     *             "result": null,
+                     *             "error": null,
+                     *             "created_at": "2026-11-25T10:06:12.300Z",
+                     *             "updated_at": "2026-11-25T10:06:12.300Z",
+                     *             "dispatched_at": null,
+                     *             "finished_at": null
+                     *           }
+                     *         },
+                     *         {
+                     *           "index": 1,
+                     *           "status": 409,
+                     *           "problem": {
+                     *             "type": "urn:duplex:problem:volume-exists",
+                     *             "title": "A volume with this name exists",
+                     *             "status": 409,
+                     *             "detail": "a volume named 'vol2' already exists on device 'd4'",
+                     *             "request_id": "req-9"
+                     *           }
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["TaskBatchResult"];
                 };
             };
@@ -1806,6 +2095,36 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "tsk_01JDX8G6Q9W1Z2V3",
+                     *       "kind": "volume.create",
+                     *       "storage_system_id": "ss1",
+                     *       "device": "d0",
+                     *       "params": {
+                     *         "name": "vol1",
+                     *         "size_bytes": 1048576
+                     *       },
+                     *       "state": "succeeded",
+                     *       "attempt": 1,
+                     *       "fencing_token": 17,
+                     *       "server_id": "A",
+                     *       "cluster_id": "c0",
+                     *       "agent_id": "A:ss1:c0:ss1-c0-A",
+                     *       "result": {
+                     *         "volume": {
+                     *           "device": "d0",
+                     *           "name": "vol1",
+                     *           "size_bytes": 1048576
+                     *         }
+                     *       },
+                     *       "error": null,
+                     *       "created_at": "2026-11-25T09:59:59.942Z",
+                     *       "updated_at": "2026-11-25T10:00:00.000Z",
+                     *       "dispatched_at": "2026-11-25T09:59:59.951Z",
+                     *       "finished_at": "2026-11-25T10:00:00.000Z"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Task"];
                 };
             };
@@ -1835,6 +2154,29 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "tsk_01JDX8G6Q9W1Z2V5",
+                     *       "kind": "volume.delete",
+                     *       "storage_system_id": "ss1",
+                     *       "device": "d1",
+                     *       "params": {
+                     *         "name": "vol3"
+                     *       },
+                     *       "state": "cancelled",
+                     *       "attempt": 0,
+                     *       "fencing_token": null,
+                     *       "server_id": "A",
+                     *       "cluster_id": null,
+                     *       "agent_id": null,
+                     *       "result": null,
+                     *       "error": null,
+                     *       "created_at": "2026-11-25T10:02:11.530Z",
+                     *       "updated_at": "2026-11-25T10:02:12.004Z",
+                     *       "dispatched_at": null,
+                     *       "finished_at": "2026-11-25T10:02:12.004Z"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Task"];
                 };
             };
@@ -1870,6 +2212,69 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "items": [
+                     *         {
+                     *           "id": "38",
+                     *           "type": "task.state_changed",
+                     *           "storage_system_id": "ss1",
+                     *           "task_id": "tsk_01JDX8G6Q9W1Z2V3",
+                     *           "data": {
+                     *             "task_id": "tsk_01JDX8G6Q9W1Z2V3",
+                     *             "state": "queued",
+                     *             "attempt": 0,
+                     *             "agent_id": null,
+                     *             "server_id": "A"
+                     *           },
+                     *           "created_at": "2026-11-25T09:59:59.942Z"
+                     *         },
+                     *         {
+                     *           "id": "39",
+                     *           "type": "task.state_changed",
+                     *           "storage_system_id": "ss1",
+                     *           "task_id": "tsk_01JDX8G6Q9W1Z2V3",
+                     *           "data": {
+                     *             "task_id": "tsk_01JDX8G6Q9W1Z2V3",
+                     *             "state": "dispatched",
+                     *             "attempt": 1,
+                     *             "agent_id": "A:ss1:c0:ss1-c0-A",
+                     *             "server_id": "A"
+                     *           },
+                     *           "created_at": "2026-11-25T09:59:59.951Z"
+                     *         },
+                     *         {
+                     *           "id": "41",
+                     *           "type": "task.state_changed",
+                     *           "storage_system_id": "ss1",
+                     *           "task_id": "tsk_01JDX8G6Q9W1Z2V3",
+                     *           "data": {
+                     *             "task_id": "tsk_01JDX8G6Q9W1Z2V3",
+                     *             "state": "running",
+                     *             "attempt": 1,
+                     *             "agent_id": "A:ss1:c0:ss1-c0-A",
+                     *             "server_id": "A"
+                     *           },
+                     *           "created_at": "2026-11-25T09:59:59.963Z"
+                     *         },
+                     *         {
+                     *           "id": "42",
+                     *           "type": "task.state_changed",
+                     *           "storage_system_id": "ss1",
+                     *           "task_id": "tsk_01JDX8G6Q9W1Z2V3",
+                     *           "data": {
+                     *             "task_id": "tsk_01JDX8G6Q9W1Z2V3",
+                     *             "state": "succeeded",
+                     *             "attempt": 1,
+                     *             "agent_id": "A:ss1:c0:ss1-c0-A",
+                     *             "server_id": "A"
+                     *           },
+                     *           "created_at": "2026-11-25T10:00:00.000Z"
+                     *         }
+                     *       ],
+                     *       "next_cursor": null
+                     *     }
+                     */
                     "application/json": components["schemas"]["EventList"];
                 };
             };
@@ -1949,6 +2354,29 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "items": [
+                     *         {
+                     *           "id": "tok_8f3a2c1d9e7b6a50",
+                     *           "name": "nightly-copies",
+                     *           "role": "operator",
+                     *           "created_at": "2026-11-25T10:30:00.000Z",
+                     *           "expires_at": "2026-12-25T10:30:00.000Z",
+                     *           "revoked_at": null
+                     *         },
+                     *         {
+                     *           "id": "tok_2b7e91c04d5f8a13",
+                     *           "name": "admin (ADMIN_TOKEN)",
+                     *           "role": "admin",
+                     *           "created_at": "2026-11-25T09:00:00.000Z",
+                     *           "expires_at": null,
+                     *           "revoked_at": null
+                     *         }
+                     *       ],
+                     *       "next_cursor": null
+                     *     }
+                     */
                     "application/json": components["schemas"]["TokenList"];
                 };
             };
@@ -1978,6 +2406,17 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "tok_8f3a2c1d9e7b6a50",
+                     *       "name": "nightly-copies",
+                     *       "role": "operator",
+                     *       "created_at": "2026-11-25T10:30:00.000Z",
+                     *       "expires_at": "2026-12-25T10:30:00.000Z",
+                     *       "revoked_at": null,
+                     *       "secret": "dpx_NaB_xfoNaiY4bNBYiNGt3w-NrrztHXU3DN3NJC7ex7g"
+                     *     }
+                     */
                     "application/json": components["schemas"]["CreatedToken"];
                 };
             };
@@ -2008,6 +2447,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "tok_8f3a2c1d9e7b6a50",
+                     *       "name": "nightly-copies",
+                     *       "role": "operator",
+                     *       "created_at": "2026-11-25T10:30:00.000Z",
+                     *       "expires_at": "2026-12-25T10:30:00.000Z",
+                     *       "revoked_at": "2026-11-25T11:00:00.000Z"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Token"];
                 };
             };
@@ -2039,6 +2488,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "items": [
+                     *         {
+                     *           "id": "ss1",
+                     *           "cluster_count": 2,
+                     *           "device_count": 8,
+                     *           "devices_available": 8,
+                     *           "updated_at": "2026-11-25T10:00:00.214Z"
+                     *         }
+                     *       ],
+                     *       "next_cursor": null
+                     *     }
+                     */
                     "application/json": components["schemas"]["StorageSystemList"];
                 };
             };
@@ -2067,6 +2530,15 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "ss1",
+                     *       "cluster_count": 2,
+                     *       "device_count": 8,
+                     *       "devices_available": 8,
+                     *       "updated_at": "2026-11-25T10:00:00.214Z"
+                     *     }
+                     */
                     "application/json": components["schemas"]["StorageSystem"];
                 };
             };
@@ -2101,6 +2573,35 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "items": [
+                     *         {
+                     *           "id": "c0",
+                     *           "storage_system_id": "ss1",
+                     *           "state": "online",
+                     *           "epoch": 1,
+                     *           "device_count": 4,
+                     *           "inventory_version": 3,
+                     *           "recorded_at": "2026-11-25T10:00:00.000Z",
+                     *           "reported_at": "2026-11-25T10:00:00.214Z",
+                     *           "reported_by": "A:ss1:c0:ss1-c0-A"
+                     *         },
+                     *         {
+                     *           "id": "c1",
+                     *           "storage_system_id": "ss1",
+                     *           "state": "online",
+                     *           "epoch": 1,
+                     *           "device_count": 4,
+                     *           "inventory_version": 2,
+                     *           "recorded_at": "2026-11-25T09:58:40.000Z",
+                     *           "reported_at": "2026-11-25T09:58:40.187Z",
+                     *           "reported_by": "A:ss1:c1:ss1-c1-A"
+                     *         }
+                     *       ],
+                     *       "next_cursor": null
+                     *     }
+                     */
                     "application/json": components["schemas"]["ClusterList"];
                 };
             };
@@ -2132,6 +2633,21 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "storage_system_id": "ss1",
+                     *       "cluster_id": "c0",
+                     *       "state": "online",
+                     *       "epoch": 3,
+                     *       "inventory_version": 7,
+                     *       "devices": [
+                     *         "d0",
+                     *         "d1",
+                     *         "d2",
+                     *         "d3"
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["FailbackResult"];
                 };
             };
@@ -2171,6 +2687,41 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "items": [
+                     *         {
+                     *           "id": "d0",
+                     *           "storage_system_id": "ss1",
+                     *           "home_cluster": "c0",
+                     *           "owner_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 1048576,
+                     *           "volume_count": 1,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 1,
+                     *           "inventory_version": 3,
+                     *           "reported_at": "2026-11-25T10:00:00.214Z"
+                     *         },
+                     *         {
+                     *           "id": "d1",
+                     *           "storage_system_id": "ss1",
+                     *           "home_cluster": "c0",
+                     *           "owner_cluster": "c0",
+                     *           "capacity_bytes": 1073741824,
+                     *           "used_bytes": 0,
+                     *           "volume_count": 0,
+                     *           "state": "available",
+                     *           "reason": null,
+                     *           "epoch": 1,
+                     *           "inventory_version": 3,
+                     *           "reported_at": "2026-11-25T10:00:00.214Z"
+                     *         }
+                     *       ],
+                     *       "next_cursor": "WyJkMSJd"
+                     *     }
+                     */
                     "application/json": components["schemas"]["DeviceList"];
                 };
             };
@@ -2211,6 +2762,22 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "d8",
+                     *       "storage_system_id": "ss1",
+                     *       "home_cluster": "c0",
+                     *       "owner_cluster": "c0",
+                     *       "capacity_bytes": 1073741824,
+                     *       "used_bytes": 0,
+                     *       "volume_count": 0,
+                     *       "state": "available",
+                     *       "reason": null,
+                     *       "epoch": 1,
+                     *       "inventory_version": 4,
+                     *       "reported_at": "2026-11-25T10:15:00.102Z"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Device"];
                 };
             };
@@ -2245,6 +2812,22 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "d0",
+                     *       "storage_system_id": "ss1",
+                     *       "home_cluster": "c0",
+                     *       "owner_cluster": "c0",
+                     *       "capacity_bytes": 1073741824,
+                     *       "used_bytes": 1048576,
+                     *       "volume_count": 1,
+                     *       "state": "available",
+                     *       "reason": null,
+                     *       "epoch": 1,
+                     *       "inventory_version": 3,
+                     *       "reported_at": "2026-11-25T10:00:00.214Z"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Device"];
                 };
             };
@@ -2276,6 +2859,22 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "d1",
+                     *       "storage_system_id": "ss1",
+                     *       "home_cluster": "c0",
+                     *       "owner_cluster": "c0",
+                     *       "capacity_bytes": 1073741824,
+                     *       "used_bytes": 0,
+                     *       "volume_count": 0,
+                     *       "state": "retired",
+                     *       "reason": "replacing a fan",
+                     *       "epoch": 1,
+                     *       "inventory_version": 5,
+                     *       "reported_at": "2026-11-25T10:25:00.411Z"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Device"];
                 };
             };
@@ -2318,6 +2917,22 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "d1",
+                     *       "storage_system_id": "ss1",
+                     *       "home_cluster": "c0",
+                     *       "owner_cluster": "c0",
+                     *       "capacity_bytes": 1073741824,
+                     *       "used_bytes": 0,
+                     *       "volume_count": 0,
+                     *       "state": "offline",
+                     *       "reason": "replacing a fan",
+                     *       "epoch": 1,
+                     *       "inventory_version": 4,
+                     *       "reported_at": "2026-11-25T10:20:00.196Z"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Device"];
                 };
             };
@@ -2352,6 +2967,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "storage_system_id": "ss1",
+                     *       "cluster_id": "c0",
+                     *       "state": "online",
+                     *       "inventory_version": 4,
+                     *       "recorded_at": "2026-11-25T10:12:30.518Z",
+                     *       "device_count": 4
+                     *     }
+                     */
                     "application/json": components["schemas"]["RescanResult"];
                 };
             };
