@@ -12,6 +12,7 @@ import type { FastifyInstance, FastifyServerOptions } from 'fastify';
 import type { ServerConfig } from './config.ts';
 import { createServerContext, type ServerContext } from './context.ts';
 import { installAuthentication } from './plugins/authentication.ts';
+import { installConsole } from './plugins/console.ts';
 import { renewServerLease } from './repositories/servers.ts';
 import { expireIdempotencyKeys } from './repositories/tasks.ts';
 import { agentHandlers } from './routes/agents.ts';
@@ -47,6 +48,7 @@ export async function buildApp(options: BuildServerOptions): Promise<FastifyInst
   const context = await createServerContext(config, db, app.log, app.metrics.registry, options.eventFeed);
   app.decorate('duplex', context);
   await installAuthentication(app, context);
+  installConsole(app);
 
   const leaseKeeper = startLeaseKeeper(context, app);
   const failoverWatcher = new FailoverWatcher(context, app.log);

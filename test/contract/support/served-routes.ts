@@ -27,7 +27,8 @@ export function servedRoutes(app: App): ServedRoute[] {
     segments.push(segment);
     if (methods === undefined) continue;
     const url = segments.join('');
-    if (url === '/docs' || url.startsWith('/docs/')) continue;
+    // Swagger UI and the web console are pages for people, not operations of the API.
+    if (['/docs', '/console'].some((page) => url === page || url.startsWith(`${page}/`))) continue;
     for (const method of methods.split(', ')) {
       // The tree prints a literal colon in a static segment as one colon; the router takes it doubled.
       const registered = [url, escapeStaticColons(url)].find((candidate) => app.hasRoute({ method: method as 'GET', url: candidate }));

@@ -123,14 +123,16 @@ export interface AgentFilters {
   state?: 'active' | 'expired';
 }
 
+/** A page of agents: `serverId`'s, or every server's when it is undefined. */
 export async function listAgents(
   db: Queryable,
-  serverId: string,
+  serverId: string | undefined,
   filters: AgentFilters,
   limit: number,
   cursor: string | undefined,
 ): Promise<{ items: AgentRow[]; next_cursor: string | null }> {
-  const query = db<AgentRow>('agents').where({ server_id: serverId });
+  const query = db<AgentRow>('agents');
+  if (serverId !== undefined) query.where({ server_id: serverId });
   if (filters.storage_system_id) query.where('storage_system_id', filters.storage_system_id);
   if (filters.cluster_id) query.where('cluster_id', filters.cluster_id);
   if (filters.state === 'active') query.where('lease_expires_at', '>', db.fn.now());

@@ -93,8 +93,8 @@ export function agentHandlers(context: ServerContext): Pick<OperationHandlers<Op
     },
 
     async listAgents(request) {
-      const { limit = 50, cursor, ...filters } = request.query;
-      const page = await agents.listAgents(db, config.SERVER_ID, filters, limit, cursor);
+      const { limit = 50, cursor, server_id: serverId = config.SERVER_ID, ...filters } = request.query;
+      const page = await agents.listAgents(db, serverId === '*' ? undefined : serverId, filters, limit, cursor);
       const now = new Date();
       return { items: page.items.map((row) => agents.toAgentResource(row, now)), next_cursor: page.next_cursor };
     },

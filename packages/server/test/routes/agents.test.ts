@@ -156,6 +156,18 @@ describe('agents', () => {
         const response = await server.app.inject({ method: 'POST', url: `/v1/agents/${id}/heartbeats`, payload: { incarnation: 1 } });
         assertProblem(response, 401, 'unauthenticated');
         assert.deepEqual(await agentRow(id), before);
+
+        // A's list holds its own agents; server_id names another server's, and * every server's.
+        await registerAgent(server.app, { name: 'of-a' });
+        const servers = async (query: string) => {
+          const page = await server.app.inject({ method: 'GET', url: `/v1/agents?limit=500${query}` });
+          assert.equal(page.statusCode, 200, page.body);
+          return [...new Set(page.json<{ items: { server_id: string }[] }>().items.map((agent) => agent.server_id))].sort();
+        };
+        assert.deepEqual(await servers(''), ['A']);
+        assert.deepEqual(await servers('&server_id=B'), ['B']);
+        assert.deepEqual(await servers('&server_id=*'), ['A', 'B']);
+        assertProblem(await server.app.inject({ method: 'GET', url: '/v1/agents?server_id=A,B' }), 400, 'validation-failed');
       } finally {
         await serverB.close();
       }
