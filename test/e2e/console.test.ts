@@ -100,7 +100,7 @@ describe('the web console in headless Chromium', { timeout: 300_000, skip }, () 
     }
     await agentRow('ss1-c1-A').locator('td[data-state=active]').waitFor({ timeout: 30_000 });
     assert.match(await agentRow('ss1-c1-A').innerText(), /active\t2\t/);
-    await page.locator('#clusters tbody tr', { hasText: 'c1' }).locator('td[data-state=recovering]').waitFor({ timeout: 20_000 });
+    await page.locator('#clusters tbody tr', { hasText: 'c1' }).locator('td[data-state=recovering]').waitFor({ timeout: 60_000 });
     await screenshot(t, '5-agent-back-cluster-recovering');
 
     await page.selectOption('#failback-form select[name=cluster]', 'ss1/c1');

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { ServerApi } from '@duplex/contracts';
 import createClient, { type Client } from 'openapi-fetch';
-import { readEvents, type DuplexEvent, type EventStreamOptions } from './events.ts';
+import { readEvents, type DuplexEvent, type EventStreamOptions, type StreamItem } from './events.ts';
 import { createFailoverFetch, type FailoverOptions } from './failover-fetch.ts';
 import { unwrap } from './problems.ts';
 
@@ -54,14 +54,15 @@ export function createDuplexClient(options: DuplexClientOptions): DuplexClient {
     return unwrap(await api.GET('/v1/tasks/{id}', { params: { path: { id } } }));
   }
 
-  async function* events(streamOptions: EventStreamOptions = {}): AsyncGenerator<DuplexEvent> {
+  /** The stream, reopened (resuming after the last event) whenever it breaks; each opening is told. */
+  async function* stream(streamOptions: EventStreamOptions = {}): AsyncGenerator<StreamItem> {
     let after = streamOptions.after;
     for (let failures = 0; !streamOptions.signal?.aborted; ) {
       try {
-        for await (const event of readEvents(fetcher, servers[0]!, headers, { ...streamOptions, after })) {
+        for await (const item of readEvents(fetcher, servers[0]!, headers, { ...streamOptions, after })) {
           failures = 0;
-          after = event.id;
-          yield event;
+          if (!item.opened) after = item.event.id;
+          yield item;
         }
       } catch (error) {
         if (streamOptions.signal?.aborted) return;
@@ -71,6 +72,10 @@ export function createDuplexClient(options: DuplexClientOptions): DuplexClient {
       // The stream ended (a server shutting down ends it): resume where it stopped.
       await new Promise((resolve) => setTimeout(resolve, Math.min(1_000, 100 * failures)));
     }
+  }
+
+  async function* events(streamOptions: EventStreamOptions = {}): AsyncGenerator<DuplexEvent> {
+    for await (const item of stream(streamOptions)) if (!item.opened) yield item.event;
   }
 
   async function waitForTask(id: string, waitOptions: WaitOptions = {}): Promise<Task> {
@@ -85,16 +90,14 @@ export function createDuplexClient(options: DuplexClientOptions): DuplexClient {
       return task;
     };
     try {
-      // The stream is opened first and the task read after, so no change falls between the two.
-      const stream = events({ query: { task_id: id, type: ['task.state_changed'] }, signal: abort.signal });
-      const first = stream.next();
-      const current = note(await getTask(id));
-      if (isTerminal(current.state)) return current;
-      for (let next = await first; !next.done; next = await stream.next()) {
-        const state = (next.value.data as { state?: TaskState }).state;
-        // The event names the state; the task itself (result, error) is read once it is final.
-        if (state && isTerminal(state)) return note(await getTask(id));
-        if (state && state !== seen) note(await getTask(id));
+      // The task is read each time the stream (re)opens, after it opened: no change can fall
+      // between the read and the events, even when a break lost some.
+      for await (const item of stream({ query: { task_id: id, type: ['task.state_changed'] }, signal: abort.signal })) {
+        const state = item.opened ? undefined : (item.event.data as { state?: TaskState }).state;
+        if (!item.opened && (state === undefined || state === seen)) continue;
+        // The event names the state; the task itself (result, error) is read for it.
+        const current = note(await getTask(id));
+        if (isTerminal(current.state)) return current;
       }
       throw abort.signal.reason ?? new Error(`the event stream for task ${id} ended`);
     } catch (error) {

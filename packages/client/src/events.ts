@@ -32,16 +32,21 @@ function queryString(query: EventQuery = {}): string {
   return text ? `?${text}` : '';
 }
 
+/** What a stream gives: that it is open (the server streams from here on), then its events. */
+export type StreamItem = { opened: true } | { opened?: false; event: DuplexEvent };
+
 /**
- * The events of the server's stream (GET /v1/events), as they come, until the stream ends or
- * `signal` aborts. Reconnecting is the caller's: resume with the last event's id as `after`.
+ * The server's stream (GET /v1/events): first `{ opened: true }` once the server answered, then
+ * each event as it comes, until the stream ends or `signal` aborts. Reconnecting is the
+ * caller's: resume with the last event's id as `after`.
  */
-export async function* readEvents(fetcher: typeof fetch, baseUrl: string, headers: Record<string, string>, options: EventStreamOptions = {}): AsyncGenerator<DuplexEvent> {
+export async function* readEvents(fetcher: typeof fetch, baseUrl: string, headers: Record<string, string>, options: EventStreamOptions = {}): AsyncGenerator<StreamItem> {
   const response = await fetcher(`${baseUrl}/v1/events${queryString(options.query)}`, {
     headers: { ...headers, accept: 'text/event-stream', ...(options.after ? { 'last-event-id': options.after } : {}) },
     signal: options.signal,
   });
   if (response.status !== 200 || !response.body) throw new EventStreamError(response.status, await response.text());
+  yield { opened: true };
   const ready: DuplexEvent[] = [];
   const parser = createParser({
     onEvent(message) {
@@ -52,7 +57,7 @@ export async function* readEvents(fetcher: typeof fetch, baseUrl: string, header
   try {
     for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
       parser.feed(decoder.decode(chunk, { stream: true }));
-      while (ready.length > 0) yield ready.shift()!;
+      while (ready.length > 0) yield { event: ready.shift()! };
     }
   } finally {
     await response.body.cancel().catch(() => {});

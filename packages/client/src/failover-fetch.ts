@@ -92,7 +92,8 @@ export function createFailoverFetch(options: FailoverOptions): typeof fetch {
       } catch (error) {
         if (original.signal.aborted) throw original.signal.reason;
         const code = errorCode(error);
-        reason = timeout.signal.aborted ? `no answer within ${timeoutMs} ms` : (code ?? (error as Error).message);
+        const cause = (error as { cause?: { message?: string } }).cause;
+        reason = timeout.signal.aborted ? `no answer within ${timeoutMs} ms` : (code ?? cause?.message ?? (error as Error).message);
         mayRetry = repeatable || (code !== undefined && notSentCodes.has(code));
       } finally {
         clearTimeout(timer);

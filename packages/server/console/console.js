@@ -131,20 +131,26 @@ async function loadTasks() {
 
 const refreshers = { system: loadSystem, agents: loadAgents };
 const pending = new Set();
-/** Coalesces bursts of events into one reload each. */
-function refresh(what) {
-  if (pending.has(what)) return;
-  pending.add(what);
+/** Coalesces bursts of events into one reload each, `delayMs` after the first. */
+function refresh(what, delayMs = 150) {
+  const key = `${what}@${delayMs}`;
+  if (pending.has(key)) return;
+  pending.add(key);
   setTimeout(() => {
-    pending.delete(what);
+    pending.delete(key);
     refreshers[what]().catch(showError);
-  }, 150);
+  }, delayMs);
 }
 
 function onEvent(event) {
   if (event.type === 'task.state_changed' && event.task_id) loadTask(event.task_id).catch(showError);
   else if (event.type === 'agent.registered' || event.type === 'agent.lost') refresh('agents');
-  else refresh('system');
+  else {
+    // A cluster's new inventory reaches this server through its agents a moment after the
+    // event: read it at once, and again once the agents have reported it.
+    refresh('system');
+    refresh('system', 1500);
+  }
 }
 
 /**
@@ -209,9 +215,9 @@ function logIn() {
   $('#error').textContent = '';
   following = new AbortController();
   follow(following.signal);
-  // Heartbeat ages and lease expiries move without events.
+  // Heartbeat ages and lease expiries move without events; so may a report that came late.
   following.signal.addEventListener('abort', () => clearInterval(ticker));
-  const ticker = setInterval(() => loadAgents().catch(showError), 5000);
+  const ticker = setInterval(() => Promise.all([loadAgents(), loadSystem()]).catch(showError), 5000);
 }
 
 function logOut(reason = '') {

@@ -1,4 +1,4 @@
-import type { FastifyInstance, onRequestHookHandler } from 'fastify';
+import type { FastifyInstance, onRequestHookHandler, RouteOptions } from 'fastify';
 import type { AuthFailures } from './auth-failures.ts';
 import { ProblemError } from './problem.ts';
 import { bearerToken, sameSecret } from './secrets.ts';
@@ -35,7 +35,12 @@ export function installServiceAuthentication(app: FastifyInstance, checks: Recor
       if (secret === undefined) throw new ProblemError('unauthenticated', `this operation needs the credential of its caller (${expected}) as a bearer token`);
       throw new ProblemError('unauthenticated', `the bearer token is not a credential of ${expected}`);
     };
-    const existing = route.onRequest === undefined ? [] : Array.isArray(route.onRequest) ? route.onRequest : [route.onRequest];
-    route.onRequest = [check, ...existing];
+    checkFirst(route, check);
   });
+}
+
+/** Makes `check` the first onRequest hook of a route being added (from an onRoute hook), before the body is read. */
+export function checkFirst(route: RouteOptions, check: onRequestHookHandler): void {
+  const existing = route.onRequest === undefined ? [] : Array.isArray(route.onRequest) ? route.onRequest : [route.onRequest];
+  route.onRequest = [check, ...existing];
 }

@@ -1,5 +1,5 @@
 import type { FastifyInstance, onRequestHookHandler } from 'fastify';
-import { secretHash } from '@duplex/shared';
+import { checkFirst, secretHash } from '@duplex/shared';
 import type { ServerContext } from '../context.ts';
 import { isRole, newTokenId, newTokenSecret } from '../lib/tokens.ts';
 import { ensureAdminToken } from '../repositories/tokens.ts';
@@ -35,8 +35,7 @@ export async function installAuthentication(app: FastifyInstance, context: Serve
     }
     // A joining agent's token is checked against its storage system's, named in the body: see registerAgent.
     if (!check) return;
-    const existing = route.onRequest === undefined ? [] : Array.isArray(route.onRequest) ? route.onRequest : [route.onRequest];
-    route.onRequest = [check, ...existing];
+    checkFirst(route, check);
   });
 }
 
