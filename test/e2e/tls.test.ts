@@ -1,18 +1,15 @@
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { ServerApi } from '@duplex/contracts';
 import { TopologyHarness } from '@duplex/harness';
+import { createDuplexClient } from '@duplex/client';
 import { JsonClient, UpstreamError, type ClientTls } from '@duplex/shared';
-import { bearer, makeTestCertificates, testAdminToken, testClusterToken, waitFor, type TestCertificates } from '@duplex/testkit';
+import { bearer, makeTestCertificates, testAdminToken, testClusterToken, type TestCertificates } from '@duplex/testkit';
 
 // The whole topology over HTTPS with mutual TLS: every process serves with a certificate made
 // for this test, and every call between them (registration, heartbeats, dispatch, driver work,
 // broadcasts, peer checks) presents one and verifies the other side's against the test's CA.
-
-type Task = ServerApi.components['schemas']['Task'];
 
 describe('the topology over HTTPS with mutual TLS', { timeout: 240_000 }, () => {
   let certs: TestCertificates;
@@ -45,18 +42,20 @@ describe('the topology over HTTPS with mutual TLS', { timeout: 240_000 }, () => 
     for (const { url } of rows) assert.match(url, /^https:\/\/127\.0\.0\.1:\d+$/);
   });
 
-  it('runs a task end to end: bytes on the device, succeeded through the other server', async () => {
-    const submitted = await call<Task>(harness.serverUrl('A'), 'POST', '/v1/tasks', {
-      tls: trusted,
-      headers: { 'idempotency-key': randomUUID() },
-      body: { kind: 'volume.create', storage_system_id: 'ss1', device: 'd0', params: { name: 'over-tls', size_bytes: 1_048_576 } },
-    });
-    assert.equal(submitted.status, 202, JSON.stringify(submitted.body));
-    const done = await waitFor('the task to succeed', async () => {
-      const current = await call<Task>(harness.serverUrl('B'), 'GET', `/v1/tasks/${submitted.body.id}`, { tls: trusted });
-      return current.body.state === 'succeeded' ? current.body : undefined;
-    }, 60_000, 100);
-    assert.equal(done.cluster_id, 'c0');
+  it('runs a task end to end through the duplex client over mutual TLS: bytes on the device', async () => {
+    // Server B first, stopped, so the client also fails over (over TLS) to A.
+    harness.signal('server-B', 'SIGSTOP');
+    try {
+      const client = createDuplexClient({ servers: [harness.serverUrl('B'), harness.serverUrl('A')], token: testAdminToken, tls: trusted, timeoutMs: 2_000 });
+      const task = await client.submitTask({ kind: 'volume.create', storage_system_id: 'ss1', device: 'd0', params: { name: 'over-tls', size_bytes: 1_048_576 } });
+      const states: string[] = [];
+      const done = await client.waitForTask(task.id, { timeoutMs: 60_000, onState: (current) => states.push(current.state) });
+      assert.equal(done.state, 'succeeded');
+      assert.equal(done.cluster_id, 'c0');
+      assert.equal(states.at(-1), 'succeeded');
+    } finally {
+      harness.signal('server-B', 'SIGCONT');
+    }
     assert.equal(statSync(join(harness.deviceRoot, 'd0', 'volumes', 'over-tls')).size, 1_048_576);
   });
 

@@ -4,8 +4,10 @@ import { fileURLToPath } from 'node:url';
 
 export const repositoryRoot = fileURLToPath(new URL('../../../', import.meta.url));
 
-/** A free TCP port on loopback, found by binding port 0. */
-export function freePort(): Promise<number> {
+/** Ports this process handed out: the system may offer a port again once it is free, before its taker listens. */
+const handedOut = new Set<number>();
+
+function boundPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.unref();
@@ -15,6 +17,20 @@ export function freePort(): Promise<number> {
       server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
     });
   });
+}
+
+/**
+ * A free TCP port on loopback, found by binding port 0, and never one this process handed out
+ * before: a topology asks for several before any of its processes listens, and the system may
+ * offer the same free port twice meanwhile.
+ */
+export async function freePort(): Promise<number> {
+  for (;;) {
+    const port = await boundPort();
+    if (handedOut.has(port)) continue;
+    handedOut.add(port);
+    return port;
+  }
 }
 
 export interface ServiceProcess {
