@@ -57,7 +57,7 @@ function summary(topology: Topology, databaseUrl: string, embedded: boolean, age
   const token = process.env.ADMIN_TOKEN ? 'ADMIN_TOKEN (from the environment)' : admin.made ? `${admin.token} (made now; kept in ${topology.admin_token_file})` : `in ${topology.admin_token_file}`;
   const lines = [
     `Postgres      ${embedded ? `embedded at 127.0.0.1:${topology.postgres.port} (data in ${topology.postgres.data_dir})` : new URL(databaseUrl).host}`,
-    ...topology.servers.map((server) => `server ${server.id.padEnd(6)} ${server.url}   Swagger UI: ${server.url.replace(/\/$/, '')}/docs`),
+    ...topology.servers.map((server) => `server ${server.id.padEnd(6)} ${server.url}   console: ${server.url.replace(/\/$/, '')}/console   Swagger UI: ${server.url.replace(/\/$/, '')}/docs`),
     ...topology.storage_systems.flatMap((system) =>
       system.clusters.map(
         (cluster) =>

@@ -72,7 +72,7 @@ async function status(connection: Connection, output: Output): Promise<number> {
   const agentRows = servers.flatMap(({ url, agents, error }) =>
     error ? [[url, '-', '-', 'unreachable', error]] : (agents ?? []).map((agent) => [url, `${agent.storage_system_id}/${agent.cluster_id}`, agent.name, agent.state, `pid ${agent.pid}, heartbeat ${since(agent.heartbeat_at)}`]),
   );
-  sections.push(table(['SERVER', 'CLUSTER', 'AGENT', 'STATE', ''], agentRows));
+  sections.push(table(['SERVER', 'CLUSTER', 'AGENT', 'STATE', 'DETAIL'], agentRows));
   output.write(sections.join('\n\n'));
   return exitCodes.ok;
 }
