@@ -1,16 +1,20 @@
+import { timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, onRequestHookHandler, RouteOptions } from 'fastify';
 import type { AuthFailures } from './auth-failures.ts';
 import { ProblemError } from './problem.ts';
-import { bearerToken, sameSecret } from './secrets.ts';
+import { bearerToken, secretHash } from './secrets.ts';
 
 /** Whether a presented secret is a caller's credential. */
 export type CredentialCheck = (secret: string) => boolean;
 
-/** A check for a secret held in configuration (CLUSTER_TOKEN, SERVICE_TOKEN), in constant time. */
-export const secretIs =
-  (expected: string): CredentialCheck =>
-  (secret) =>
-    sameSecret(secret, expected);
+/**
+ * A check for a secret held in configuration (CLUSTER_TOKEN, SERVICE_TOKEN), in constant time;
+ * the expected secret's digest is taken once, not at every request.
+ */
+export function secretIs(expected: string): CredentialCheck {
+  const expectedDigest = Buffer.from(secretHash(expected), 'hex');
+  return (secret) => timingSafeEqual(Buffer.from(secretHash(secret), 'hex'), expectedDigest);
+}
 
 /**
  * Service-to-service authentication: an operation whose contract names callers

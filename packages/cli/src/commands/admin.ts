@@ -20,6 +20,12 @@ async function devicesOf(client: DuplexClient, system: string): Promise<Device[]
   return unwrap(await client.api.GET('/v1/storage-systems/{id}/devices', { params: { path: { id: system }, query: { limit: 500 } } })).items;
 }
 
+const deviceTable = (devices: Device[]): string =>
+  table(
+    ['DEVICE', 'HOME', 'OWNER', 'STATE', 'USED', 'CAPACITY', 'VOLUMES', 'REASON'],
+    devices.map((device) => [device.id, device.home_cluster, device.owner_cluster, device.state, bytes(device.used_bytes), bytes(device.capacity_bytes), device.volume_count, device.reason]),
+  );
+
 /** Each server's own agents (a server lists only those registered with it); a server that cannot answer is said so. */
 async function agentsByServer(connection: Connection): Promise<{ url: string; agents?: Agent[]; error?: string }[]> {
   return Promise.all(
@@ -62,12 +68,7 @@ async function status(connection: Connection, output: Output): Promise<number> {
         }),
       ),
     );
-    sections.push(
-      table(
-        ['DEVICE', 'HOME', 'OWNER', 'STATE', 'USED', 'CAPACITY', 'VOLUMES', 'REASON'],
-        devices.map((device) => [device.id, device.home_cluster, device.owner_cluster, device.state, bytes(device.used_bytes), bytes(device.capacity_bytes), device.volume_count, device.reason]),
-      ),
-    );
+    sections.push(deviceTable(devices));
   }
   const agentRows = servers.flatMap(({ url, agents, error }) =>
     error ? [[url, '-', '-', 'unreachable', error]] : (agents ?? []).map((agent) => [url, `${agent.storage_system_id}/${agent.cluster_id}`, agent.name, agent.state, `pid ${agent.pid}, heartbeat ${since(agent.heartbeat_at)}`]),
@@ -87,7 +88,7 @@ export async function runAdminCommand(connection: Connection, output: Output, co
       return status(connection, output);
     case 'device list': {
       const devices = await devicesOf(connection.client, system);
-      print(devices, () => table(['DEVICE', 'HOME', 'OWNER', 'STATE', 'USED', 'CAPACITY', 'VOLUMES', 'REASON'], devices.map((d) => [d.id, d.home_cluster, d.owner_cluster, d.state, bytes(d.used_bytes), bytes(d.capacity_bytes), d.volume_count, d.reason])));
+      print(devices, () => deviceTable(devices));
       return exitCodes.ok;
     }
     case 'device set-state': {
