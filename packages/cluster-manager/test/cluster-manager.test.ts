@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { buildApp as buildDriver, createBackend } from '@duplex/driver';
 import { bearer, createTestDatabase, freePort, injectWithToken, processExists, testClusterToken, testJoinToken, testServiceToken, waitFor, type TestDatabase } from '@duplex/testkit';
@@ -14,6 +15,20 @@ interface IdentityRow {
   state: string;
   restarts: number;
   started_at: Date;
+}
+
+/** The agent processes this test process started (through its cluster-manager) that are still running. */
+async function agentPids(): Promise<number[]> {
+  const children: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
+    // The parent's pid is the second field after the command's closing parenthesis.
+    const [, parent] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const command = await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
+    if (Number(parent) === process.pid && /agent/.test(command)) children.push(Number(entry));
+  }
+  return children;
 }
 
 describe('cluster-manager with a real driver and real agent processes', () => {
@@ -118,6 +133,14 @@ describe('cluster-manager with a real driver and real agent processes', () => {
       listed.items.map((item: { server_id: string; pid: number }) => [item.server_id, item.pid]),
       [['A', identity.pid]],
     );
+  });
+
+  it('loads no spare agent while its agent is not registered with its server', async () => {
+    // Nothing listens at server A, so the agent never becomes ready; a spare loaded now would
+    // only take CPU from the agents' start.
+    const [identity] = await tdb.db<IdentityRow>('agent_identities');
+    await sleep(2_000);
+    assert.deepEqual(await agentPids(), [identity!.pid]);
   });
 
   it("gives its agents the cluster's token and the join token, and none of the control plane's secrets", async () => {

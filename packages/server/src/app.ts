@@ -41,7 +41,14 @@ declare module 'fastify' {
 
 export async function buildApp(options: BuildServerOptions): Promise<FastifyInstance> {
   const { config } = options;
-  const app = await createServiceApp({ service: `server-${config.SERVER_ID}`, contract: 'server', logger: options.logger, tls: loadTls(config) });
+  const app = await createServiceApp({
+    service: `server-${config.SERVER_ID}`,
+    contract: 'server',
+    logger: options.logger,
+    tls: loadTls(config),
+    // Users browse every contract here, the cluster's own processes' too.
+    docs: { alsoContracts: ['agent', 'cluster-manager', 'driver'] },
+  });
   // Postgres text and jsonb hold neither U+0000 nor unpaired surrogates: such input is a 400, not a 500 from the database.
   app.addHook('preValidation', async (request) => refuseUnstorableText(request));
   const db = options.db ?? createDatabase(config.DATABASE_URL, { poolMax: config.DATABASE_POOL_MAX, applicationName: `duplex-server-${config.SERVER_ID}` });

@@ -64,8 +64,10 @@ function hiddenDetail(code: ProblemCode): string {
 export function registerProblemHandlers(app: FastifyInstance): void {
   app.setErrorHandler(async (error, request, reply) => {
     const { problem, retryAfter } = toProblem(error, request);
-    if (problem.status >= 500) request.log.error({ err: error }, 'request failed');
-    else request.log.info({ problem_type: problem.type, detail: problem.detail }, 'request refused');
+    // A service still starting answers every readiness probe with not-ready: routine, so no error and no stack.
+    const notReady = error instanceof ProblemError && error.code === 'not-ready';
+    if (problem.status >= 500 && !notReady) request.log.error({ err: error }, 'request failed');
+    else request.log.info({ problem_type: problem.type, detail: notReady ? error.message : problem.detail }, 'request refused');
     return sendProblem(reply, problem, retryAfter);
   });
   app.setNotFoundHandler(async (request, reply) => {

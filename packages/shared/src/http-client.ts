@@ -103,9 +103,18 @@ export class JsonClient {
 
 /** Whether a service answers GET /healthz with 200 within the timeout. */
 export async function isHealthy(baseUrl: string, timeoutMs: number): Promise<boolean> {
-  const client = new JsonClient(baseUrl, { name: 'health check', timeoutMs, connections: 1 });
+  return answersOk(baseUrl, '/healthz', timeoutMs);
+}
+
+/** Whether a duplex service says it is ready (GET /readyz answers 200) within `timeoutMs`. */
+export async function isReady(baseUrl: string, timeoutMs: number): Promise<boolean> {
+  return answersOk(baseUrl, '/readyz', timeoutMs);
+}
+
+async function answersOk(baseUrl: string, path: '/healthz' | '/readyz', timeoutMs: number): Promise<boolean> {
+  const client = new JsonClient(baseUrl, { name: path === '/healthz' ? 'health check' : 'readiness check', timeoutMs, connections: 1 });
   try {
-    return (await client.call('GET', '/healthz')).status === 200;
+    return (await client.call('GET', path)).status === 200;
   } catch {
     return false;
   } finally {

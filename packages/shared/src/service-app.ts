@@ -1,6 +1,4 @@
 import type { IncomingMessage } from 'node:http';
-import swagger from '@fastify/swagger';
-import swaggerUi from '@fastify/swagger-ui';
 import { loadContract, loadResolvedContract, type ContractName } from '@duplex/contracts';
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import { mountContract, type OperationHandler } from './contract-routes.ts';
@@ -13,7 +11,7 @@ import { useClientTls } from './http-client.ts';
 import { installServiceAuthentication, type CredentialCheck } from './service-auth.ts';
 import type { ServiceTls } from './tls.ts';
 import { continueTrace, formatTraceparent, newTrace, traceLogFields, type TraceContext } from './trace-context.ts';
-import { createValidatorCompiler } from './validation.ts';
+import { createSerializerCompiler, createValidatorCompiler } from './validation.ts';
 
 export interface ServiceAppOptions {
   service: string;
@@ -28,6 +26,13 @@ export interface ServiceAppOptions {
   credentials?: { checks: Record<string, CredentialCheck>; failureLimit: number; failureWindowMs: number };
   /** HTTPS to serve with and what the service's own calls present and trust (loadTls); plain HTTP when omitted. */
   tls?: ServiceTls;
+  /**
+   * Swagger UI at /docs, showing the service's own contract and, in its list of definitions,
+   * these other contracts too. The servers serve it for all four contracts; the processes
+   * inside a cluster serve only their contract at /openapi.json, and skip the cost of Swagger
+   * UI at every start.
+   */
+  docs?: { alsoContracts: readonly ContractName[] };
 }
 
 const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -92,8 +97,8 @@ export function defaultLogger(service: string): FastifyServerOptions['logger'] {
 
 /**
  * A Fastify instance set up the same way for every duplex service: request ids, strict
- * validation, problem+json errors, and the service's contract served at /openapi.json and
- * in Swagger UI at /docs. Routes are added by mountServiceContract.
+ * validation, problem+json errors, and the service's contract served at /openapi.json (and in
+ * Swagger UI at /docs when asked). Routes are added by mountServiceContract.
  */
 export async function createServiceApp(options: ServiceAppOptions): Promise<FastifyInstance> {
   if (options.tls) useClientTls(options.tls.client);
@@ -126,6 +131,7 @@ export async function createServiceApp(options: ServiceAppOptions): Promise<Fast
     forceCloseConnections: true,
   });
   app.setValidatorCompiler(createValidatorCompiler());
+  app.setSerializerCompiler(createSerializerCompiler());
   // Only JSON bodies are accepted; anything else is answered 415.
   app.removeContentTypeParser(['text/plain']);
   registerProblemHandlers(app);
@@ -147,9 +153,22 @@ export async function createServiceApp(options: ServiceAppOptions): Promise<Fast
   });
   const { credentials } = options;
   if (credentials) installServiceAuthentication(app, credentials.checks, new AuthFailures(credentials.failureLimit, credentials.failureWindowMs));
-  await app.register(swagger, { mode: 'static', specification: { document: loadContract(options.contract) as never } });
-  await app.register(swaggerUi, { routePrefix: '/docs' });
+  if (options.docs) await serveSwaggerUi(app, options.contract, options.docs.alsoContracts);
   return app;
+}
+
+/**
+ * Swagger UI at /docs: `contract` at /docs/json and each of `others` at /docs/contracts/<name>.json,
+ * chosen from the page's list of definitions. Loaded only by the services that serve it.
+ */
+async function serveSwaggerUi(app: FastifyInstance, contract: ContractName, others: readonly ContractName[]): Promise<void> {
+  const [{ default: swagger }, { default: swaggerUi }] = await Promise.all([import('@fastify/swagger'), import('@fastify/swagger-ui')]);
+  await app.register(swagger, { mode: 'static', specification: { document: loadContract(contract) as never } });
+  const urls = [{ name: contract, url: '/docs/json' }, ...others.map((name) => ({ name, url: `/docs/contracts/${name}.json` }))];
+  await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { urls, 'urls.primaryName': contract } as never });
+  for (const name of others) {
+    app.get(`/docs/contracts/${name}.json`, { logLevel: 'warn' }, async () => loadContract(name));
+  }
 }
 
 export type ReadinessCheck = () => Promise<Record<string, string>>;

@@ -1,5 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
-import { backoffDelayMs, isHealthy, spawnService, withoutSecrets, type Database } from '@duplex/shared';
+import { backoffDelayMs, isHealthy, isReady, spawnService, withoutSecrets, type Database } from '@duplex/shared';
 import type { FastifyBaseLogger } from 'fastify';
 import type { ClusterManagerConfig, ConfiguredServer } from '../config.ts';
 import type { ClusterManagerMetrics } from '../metrics.ts';
@@ -28,8 +28,12 @@ export class AgentSupervisor {
   private stopping = false;
   private fenced = false;
   private spare: { child: ChildProcess; ready: boolean } | undefined;
-  /** Every agent has listened once: from then on, a spare is kept ready. */
-  private everyAgentListened = false;
+  /**
+   * Every agent has been ready (registered with its server) once: from then on, a spare is kept
+   * ready. Loading a spare earlier took CPU from the agents' own start, which is what the
+   * cluster's start waits for.
+   */
+  private everyAgentReady = false;
   private healthTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -72,6 +76,15 @@ export class AgentSupervisor {
         }
       }),
     );
+    if (!this.everyAgentReady && !this.stopping) await this.startSpareOnceEveryAgentIsReady();
+  }
+
+  private async startSpareOnceEveryAgentIsReady(): Promise<void> {
+    const agents = [...this.agents.values()];
+    const ready = await Promise.all(agents.map((agent) => (agent.url ? isReady(agent.url, this.config.AGENT_HEALTH_INTERVAL_MS) : false)));
+    if (this.everyAgentReady || !ready.every(Boolean)) return;
+    this.everyAgentReady = true;
+    this.startSpare();
   }
 
   /** Tells every agent whether the cluster holds its lease; a fenced agent refuses tasks. */
@@ -146,8 +159,8 @@ export class AgentSupervisor {
       });
     }
     // A restart used the spare up (or found none): load the next one now. At the cluster's start
-    // the spare waits until every agent listens, so that it does not slow the agents down.
-    if (this.everyAgentListened) setImmediate(() => this.startSpare());
+    // the spare waits until every agent is ready, so that it does not slow the agents down.
+    if (this.everyAgentReady) setImmediate(() => this.startSpare());
     agent.child = child;
     agent.url = undefined;
     agent.failedChecks = 0;
@@ -157,10 +170,6 @@ export class AgentSupervisor {
       const url = (message as { url?: unknown } | null)?.url;
       if (typeof url !== 'string') return;
       agent.url = url;
-      if (!this.everyAgentListened && [...this.agents.values()].every((other) => other.url !== undefined)) {
-        this.everyAgentListened = true;
-        this.startSpare();
-      }
     });
     child.once('exit', (code, signal) => {
       agent.child = undefined;

@@ -110,6 +110,19 @@ describe('authorization: every operation, against no token and each role', () =>
     );
   });
 
+  it('serves Swagger UI with every contract in its list of definitions', async () => {
+    const initializer = await server.app.inject({ method: 'GET', url: '/docs/static/swagger-initializer.js', headers: { authorization: undefined } });
+    assert.equal(initializer.statusCode, 200);
+    for (const url of ['/docs/json', '/docs/contracts/agent.json', '/docs/contracts/cluster-manager.json', '/docs/contracts/driver.json']) {
+      assert.ok(initializer.body.includes(`"${url}"`), `the page lists ${url}`);
+    }
+    for (const [name, title] of [['agent', 'duplex agent API'], ['cluster-manager', 'duplex cluster-manager API'], ['driver', 'duplex driver API']]) {
+      const response = await server.app.inject({ method: 'GET', url: `/docs/contracts/${name}.json`, headers: { authorization: undefined } });
+      assert.equal(response.statusCode, 200, name);
+      assert.equal(response.json<{ info: { title: string } }>().info.title, title);
+    }
+  });
+
   it('refuses a revoked token and an expired one', async () => {
     const made = await server.app.inject({ method: 'POST', url: '/v1/tokens', payload: { name: 'short-lived', role: 'viewer', expires_in_s: 60 } });
     const { id, secret } = made.json<{ id: string; secret: string }>();
