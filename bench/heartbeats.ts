@@ -111,9 +111,20 @@ async function measureWindow(
   };
 }
 
+/** `min–max` of a per-second series. */
+const range = (values: readonly (number | null)[]): string => {
+  const known = values.filter((value): value is number => value !== null);
+  return known.length === 0 ? '–' : `${Math.min(...known)}–${Math.max(...known)}`;
+};
+
 function describe(name: string, window: TargetWindow): string {
   const g = window.generator;
-  return `${name} ${window.agents} agents: ${window.answered_per_s.toFixed(0)}/s answered, ${g.error_count} errors, p50 ${g.latency_ms.p50} ms, p99 ${g.latency_ms.p99} ms, CPU ${window.process.cpu_cores?.toFixed(2)} cores, generator ${g.generator_cpu_cores.toFixed(2)} cores (lag p99 ${g.send_lag_ms.p99} ms${keptUp(g) ? '' : ', BEHIND'}), load ${window.load_avg_1m.end.toFixed(1)}`;
+  return (
+    `${name} ${window.agents} agents: ${window.answered_per_s.toFixed(0)}/s answered, ${g.error_count} errors, p50 ${g.latency_ms.p50} ms, p99 ${g.latency_ms.p99} ms, CPU ${window.process.cpu_cores?.toFixed(2)} cores, generator ${g.generator_cpu_cores.toFixed(2)} cores (lag p99 ${g.send_lag_ms.p99} ms${keptUp(g) ? '' : ', BEHIND'}), load ${window.load_avg_1m.end.toFixed(1)}\n` +
+    // A second's p99 beside the generator's own stall in it: a stall of the generator is measured as latency too.
+    `  per second: p99 ${g.p99_by_second_ms.map((p99) => (p99 === null ? '–' : Math.round(p99))).join(' ')} ms\n` +
+    `  generator loop delay max ${g.loop_delay_max_by_second_ms.map(Math.round).join(' ')} ms; waiting for a connection, max ${range(g.waiting_for_connection_max_by_second)}`
+  );
 }
 
 try {

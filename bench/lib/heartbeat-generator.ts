@@ -6,7 +6,10 @@
  * the previous is unanswered is sent when that answer arrives, and counted as deferred. So a
  * server that cannot keep up sees the load level off at what it answers (fewer answers a
  * second than offered), instead of an unbounded queue in the generator that would carry over
- * into the next measurement. All agents share one undici Pool with a bounded number of connections.
+ * into the next measurement. All agents share one undici Pool with a bounded number of connections:
+ * a heartbeat sent while every connection is busy waits in the generator, not in the server, so
+ * the figures count, second by second, how many waited so, and how late the generator's own
+ * event loop ran (its timer's lateness): latency is measured in this process and includes both.
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Pool } from 'undici';
@@ -57,6 +60,10 @@ export interface WindowFigures {
   generator_cpu_cores: number;
   /** The generator's event-loop delay, ms (perf_hooks histogram). */
   generator_loop_delay_ms: { p99: number; max: number };
+  /** The generator's longest event-loop delay in each second of the window, ms (its 1 ms timer's lateness), beside p99_by_second_ms. */
+  loop_delay_max_by_second_ms: number[];
+  /** The most heartbeats waiting in the generator for a free connection in each second (none while the pool has one for each in flight). */
+  waiting_for_connection_max_by_second: number[];
   max_in_flight: number;
 }
 
@@ -66,6 +73,8 @@ class Window {
   endedAt: number | undefined;
   readonly latencies: number[] = [];
   readonly latenciesBySecond: number[][] = [];
+  readonly loopDelayMaxBySecond: number[] = [];
+  readonly waitingMaxBySecond: number[] = [];
   readonly lags: number[] = [];
   readonly errors = new Map<string, number>();
   sent = 0;
@@ -107,6 +116,7 @@ export class HeartbeatGenerator {
   private cursor = 0;
   private cycleStart = performance.now();
   private timer: NodeJS.Timeout | undefined;
+  private lastTick = 0;
   private inFlight = 0;
   private window: Window | undefined;
   private readonly loopDelay = monitorEventLoopDelay({ resolution: 10 });
@@ -151,11 +161,19 @@ export class HeartbeatGenerator {
     this.cursor = 0;
     this.loopDelay.enable();
     // 1 ms is the finest timer; each tick sends whatever came due since the last one.
+    this.lastTick = performance.now();
     this.timer = setInterval(() => this.tick(), 1);
   }
 
   private tick(): void {
     const now = performance.now();
+    const window = this.openWindow;
+    if (window) {
+      const second = Math.floor((now - window.startedAt) / 1000);
+      const late = Math.max(0, now - this.lastTick - 1);
+      if (late > (window.loopDelayMaxBySecond[second] ?? 0)) window.loopDelayMaxBySecond[second] = late;
+    }
+    this.lastTick = now;
     while (now - this.cycleStart >= this.options.periodMs) {
       // The period ended: send the rest of it (late, and measured as late), then start the next.
       while (this.cursor < this.schedule.length) this.due(this.schedule[this.cursor++]!);
@@ -196,6 +214,10 @@ export class HeartbeatGenerator {
       window.pending += 1;
       if (dueAt !== undefined) window.lags.push(sentAt - dueAt);
       if (this.inFlight > window.maxInFlight) window.maxInFlight = this.inFlight;
+      // With one request per connection at a time, whatever is in flight beyond the connections waits here.
+      const waiting = this.inFlight - this.options.connections;
+      const second = Math.floor((sentAt - window.startedAt) / 1000);
+      if (waiting > (window.waitingMaxBySecond[second] ?? 0)) window.waitingMaxBySecond[second] = waiting;
     }
     this.pool
       .request({
@@ -262,6 +284,8 @@ export class HeartbeatGenerator {
       send_lag_ms: { p50: summary(window.lags, 50), p99: summary(window.lags, 99), max: maxOf(window.lags) },
       generator_cpu_cores: (cpu.user + cpu.system) / 1000 / wallMs,
       generator_loop_delay_ms: { p99: Math.round(loopDelay.p99 * 100) / 100, max: Math.round(loopDelay.max * 100) / 100 },
+      loop_delay_max_by_second_ms: Array.from(window.loopDelayMaxBySecond, (late) => Math.round((late ?? 0) * 10) / 10),
+      waiting_for_connection_max_by_second: Array.from(window.waitingMaxBySecond, (waiting) => waiting ?? 0),
       max_in_flight: window.maxInFlight,
     };
   }

@@ -9,7 +9,11 @@ export interface HeartbeatOptions {
   warmUpSeconds: number;
   /** Agents stopped at each level to time their detection. */
   sample: number;
-  /** Connections of the generator's pool to each target. */
+  /**
+   * Connections of the generator's pool to each target (opened as the heartbeats in flight need
+   * them). Each real agent has a connection of its own; with too few, heartbeats wait in the
+   * generator for one whenever the server is slow for a moment, and that wait is measured as latency.
+   */
   connections: number;
   smoke: boolean;
   /** Run the server under `--cpu-prof` and print where its time went in each window. */
@@ -24,7 +28,7 @@ export const heartbeatUsage = `usage: node --import tsx bench/heartbeats.ts [--l
   --seconds N           measured seconds per level (default 20)
   --warm-up-seconds N   unmeasured load before each window (default 5)
   --sample N            agents stopped at each level to time their detection (default 100)
-  --connections N       connections of the generator's pool per target (default 64)
+  --connections N       connections of the generator's pool per target, opened as needed (default 1024)
   --smoke               CI smoke: 200 agents, 5 s, 1 s warm-up, 20 stopped (under 30 s)
   --cpu-prof            run the server under --cpu-prof; print its top self-time functions per level
   --strict              exit 1 when a target is missed (by default only a failed run does)
@@ -59,7 +63,7 @@ export function parseHeartbeatOptions(argv: string[], defaultResultsDir: string)
     seconds: integer('seconds', smoke ? 5 : 20),
     warmUpSeconds: integer('warm-up-seconds', smoke ? 1 : 5),
     sample: integer('sample', smoke ? 20 : 100),
-    connections: integer('connections', 64),
+    connections: integer('connections', 1024),
     smoke,
     cpuProf: flags.values['cpu-prof'] === true,
     strict: flags.strict,

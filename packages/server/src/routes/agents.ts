@@ -28,13 +28,17 @@ export function agentHandlers(context: ServerContext): Pick<OperationHandlers<Op
   const renewals = leaseQueue(renewAgentLeases, renewalStatementsInFlight);
   const returns = leaseQueue(renewLostAgentLeases, 1);
 
+  /** Whether the agent's credential has lived half its life, and is replaced with this heartbeat. */
+  function rotationDue(id: string): boolean {
+    return dueForRotation(context.agents.get(id)?.credentials[0], config.AGENT_CREDENTIAL_TTL_MS);
+  }
+
   /**
-   * A new credential for the agent when half of its current one's life is gone: stored (the
-   * current one stays valid until it expires) and answered with the heartbeat.
+   * A new credential for the agent: stored (the current one stays valid until it expires) and
+   * answered with the heartbeat.
    */
-  async function rotateIfDue(id: string): Promise<{ credential: string; credential_expires_at: string } | undefined> {
+  async function rotate(id: string): Promise<{ credential: string; credential_expires_at: string }> {
     const held = context.agents.get(id)?.credentials ?? [];
-    if (!dueForRotation(held[0], config.AGENT_CREDENTIAL_TTL_MS)) return undefined;
     const credential = newAgentCredential(config.AGENT_CREDENTIAL_TTL_MS);
     await agents.rotateAgentCredential(db, id, credential.stored.sha256, new Date(credential.stored.expiresAt));
     context.agents.setCredentials(id, [credential.stored, ...held.slice(0, 1)]);
@@ -115,7 +119,8 @@ export function agentHandlers(context: ServerContext): Pick<OperationHandlers<Op
       context.agents.renew(id, renewed.lease_expires_at.getTime());
       const view = context.inventory.cluster(renewed.storage_system_id, renewed.cluster_id);
       const answer = { lease_expires_at: renewed.lease_expires_at.toISOString(), inventory_version: view?.version ?? null };
-      return { ...answer, ...(await rotateIfDue(id)) };
+      // Nearly every heartbeat has nothing to rotate: it is answered without a further await.
+      return rotationDue(id) ? { ...answer, ...(await rotate(id)) } : answer;
     },
 
     async reportInventory(request) {
