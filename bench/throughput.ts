@@ -11,6 +11,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { TopologyHarness } from '@duplex/harness';
 import { runClosedLoop, type ClosedLoopResult } from './lib/closed-loop.ts';
 import { floorsTable, measureOneHopFloor, postgresLine, type FloorFigure } from './lib/floor.ts';
 import { count, listFlag, ms, parseLoadFlags, positiveNumber, ratio, table } from './lib/load-options.ts';
@@ -31,7 +32,7 @@ const usage = `usage: node --import tsx bench/throughput.ts [--smoke] [--duratio
   --smoke                a short run that checks the benchmark works (2 s per backend and floor)
   --duration-s S         measured seconds per backend (default 10; 2 with --smoke); the floor runs as long
   --warmup-s S           unmeasured seconds of the same load first (default 5; 2 with --smoke)
-  --concurrency N        tasks in flight (submitted and not yet ended) at once (default 128)
+  --concurrency N        tasks in flight (submitted and not yet ended) at once (default 2048)
   --floor-connections N  connections of the 1-hop floor's closed loop (default 64)
   --backends LIST        some of: ${backends.join(', ')} (default both, in that order)
   --drain-timeout-s S    how long to wait for the last tasks after the window (default 30)
@@ -52,7 +53,10 @@ const flags = parseLoadFlags(process.argv.slice(2), usage, join(benchDir, 'resul
 const durationMs = positiveNumber(flags, 'duration-s', flags.smoke ? 2 : 10, usage) * 1_000;
 // Even the smoke warms up for 2 s: the first tasks on a cold topology can take longer than a shorter window.
 const warmupMs = positiveNumber(flags, 'warmup-s', flags.smoke ? 2 : 5, usage) * 1_000;
-const concurrency = positiveNumber(flags, 'concurrency', 128, usage, true);
+// Sustained throughput needs work waiting: with 128 in flight the run measured duplex's latency
+// (about 240 ms from submit to succeeded) rather than what it can carry, since it batches
+// dispatch, execution and reports per round and a round is fuller the more work waits.
+const concurrency = positiveNumber(flags, 'concurrency', 2048, usage, true);
 const floorConnections = positiveNumber(flags, 'floor-connections', 64, usage, true);
 const drainTimeoutMs = positiveNumber(flags, 'drain-timeout-s', 30, usage) * 1_000;
 const chosen = listFlag(flags, 'backends', backends, backends, usage);
@@ -75,7 +79,58 @@ interface BackendRun {
   /** CPU of the topology's processes at rest, measured after the boot. */
   idle_cpu: CpuShare[];
   profiles: ProfileSummary[];
+  /** Postgres transactions committed (all clients, background work included) and rows written to the history, per task of the run. */
+  database: DatabaseCounts | null;
   error: string | null;
+}
+
+interface DatabaseCounts {
+  tasks: number;
+  commits_per_task: number;
+  history_rows_per_task: number;
+  events_per_task: number;
+  /** Tasks per commit that created, dispatched (last attempt) and ended them (rows of one transaction share its now()). */
+  tasks_per_commit: { submit: number; dispatch: number; end: number };
+  /** HTTP requests answered per task over the run, by service and route (from their /metrics). */
+  requests_per_task: Record<string, number>;
+}
+
+/** Requests each service answered so far, by `service route` (every method and status). */
+async function requestCounts(harness: TopologyHarness): Promise<Map<string, number>> {
+  const services: [string, string][] = [
+    ['servers', harness.serverUrl('A')],
+    ['servers', harness.serverUrl('B')],
+    ...harness.topology.storage_systems.flatMap((system) => system.clusters.map((cluster): [string, string] => ['drivers', cluster.driver_url])),
+  ];
+  const counts = new Map<string, number>();
+  for (const [service, url] of services) {
+    const text = await (await fetch(`${url}/metrics`)).text();
+    for (const match of text.matchAll(/^duplex_http_request_duration_seconds_count\{(.*)\} (\S+)$/gm)) {
+      const route = /route="([^"]*)"/.exec(match[1]!)?.[1] ?? '?';
+      const key = `${service} ${/method="([^"]*)"/.exec(match[1]!)?.[1] ?? '?'} ${route}`;
+      counts.set(key, (counts.get(key) ?? 0) + Number(match[2]));
+    }
+  }
+  return counts;
+}
+
+async function tasksPerCommit(db: TopologyHarness['db']): Promise<DatabaseCounts['tasks_per_commit']> {
+  const { rows } = await db.raw<{ rows: { tasks: string; submits: string; dispatches: string; ends: string }[] }>(
+    `select count(*) as tasks, count(distinct created_at) as submits, count(distinct dispatched_at) as dispatches, count(distinct finished_at) as ends from tasks`,
+  );
+  const row = rows[0]!;
+  const per = (commits: string) => (Number(commits) > 0 ? Number(row.tasks) / Number(commits) : 0);
+  return { submit: per(row.submits), dispatch: per(row.dispatches), end: per(row.ends) };
+}
+
+/** Commits of the topology's database so far, and rows in the history and the outbox. */
+async function databaseTotals(db: TopologyHarness['db']): Promise<{ commits: number; history: number; events: number }> {
+  const { rows } = await db.raw<{ rows: { commits: string; history: string; events: string }[] }>(
+    `select (select xact_commit from pg_stat_database where datname = current_database()) as commits,
+            (select count(*) from task_history) as history, (select count(*) from events) as events`,
+  );
+  const row = rows[0]!;
+  return { commits: Number(row.commits), history: Number(row.history), events: Number(row.events) };
 }
 
 const runs: BackendRun[] = [];
@@ -97,7 +152,7 @@ function readProfiles(directory: string, load: ClosedLoopResult): ProfileSummary
 }
 
 for (const backend of chosen) {
-  const run: BackendRun = { backend, floor: null, postgres: null, load: null, idle_cpu: [], profiles: [], error: null };
+  const run: BackendRun = { backend, floor: null, postgres: null, load: null, idle_cpu: [], profiles: [], database: null, error: null };
   runs.push(run);
   const profileDir = join(profileRoot, backend);
   try {
@@ -117,6 +172,10 @@ for (const backend of chosen) {
       const floor = await measureOneHopFloor({ adminUrl: harness.databaseUrl, durationMs, warmupMs: floorWarmupMs, connections: floorConnections, log });
       run.floor = floor.figure;
       run.postgres = floor.postgres;
+      // pg_stat_database lags by up to its flush interval: read it after a pause at each end.
+      await new Promise((resolve) => setTimeout(resolve, 1_100));
+      const totalsBefore = await databaseTotals(harness.db);
+      const requestsBefore = await requestCounts(harness);
       run.load = await runClosedLoop({
         harness,
         prefix: `tp-${runId}-${backend}`,
@@ -126,6 +185,24 @@ for (const backend of chosen) {
         drainTimeoutMs,
         log,
       });
+      await new Promise((resolve) => setTimeout(resolve, 1_100));
+      const totalsAfter = await databaseTotals(harness.db);
+      const requestsAfter = await requestCounts(harness);
+      const tasksInRun = Object.values(run.load.states).reduce((a, b) => a + b, 0);
+      if (tasksInRun > 0) {
+        run.database = {
+          tasks: tasksInRun,
+          commits_per_task: (totalsAfter.commits - totalsBefore.commits) / tasksInRun,
+          history_rows_per_task: (totalsAfter.history - totalsBefore.history) / tasksInRun,
+          events_per_task: (totalsAfter.events - totalsBefore.events) / tasksInRun,
+          tasks_per_commit: await tasksPerCommit(harness.db),
+          requests_per_task: Object.fromEntries(
+            [...requestsAfter]
+              .map(([key, after]): [string, number] => [key, (after - (requestsBefore.get(key) ?? 0)) / tasksInRun])
+              .filter(([key, perTask]) => perTask >= 0.005 && !key.includes('/metrics')),
+          ),
+        };
+      }
       log(
         `${backend}: ${run.load.tasks_per_s.toFixed(0)} tasks/s against a floor of ${run.floor.req_per_s.toFixed(0)}/s; ` +
           `${run.load.failed} failed, ${run.load.submit_errors} submit errors, ${run.load.unfinished} unfinished`,
@@ -212,6 +289,14 @@ for (const run of measured) {
     ),
   );
   const total = (shares: CpuShare[]) => shares.reduce((sum, share) => sum + share.cpu_percent, 0);
+  if (run.database) {
+    console.log(
+      `\nPostgres over the whole run (${count(run.database.tasks)} tasks, warm-up and drain included; every client, background work too): ` +
+        `${run.database.commits_per_task.toFixed(2)} commits, ${run.database.history_rows_per_task.toFixed(2)} history rows and ${run.database.events_per_task.toFixed(2)} events per task; ` +
+        `${run.database.tasks_per_commit.submit.toFixed(1)} tasks per submit commit, ${run.database.tasks_per_commit.dispatch.toFixed(1)} per dispatch commit, ${run.database.tasks_per_commit.end.toFixed(1)} per commit that ended them.`,
+    );
+    console.log(`HTTP requests per task: ${Object.entries(run.database.requests_per_task).map(([key, perTask]) => `${key} ${perTask.toFixed(3)}`).join('; ')}.`);
+  }
   console.log(`\nIn all: ${total(run.load.cpu).toFixed(0)} % under load (${run.load.tasks_per_s > 0 ? ((total(run.load.cpu) / 100 / run.load.tasks_per_s) * 1_000).toFixed(1) : '–'} ms of CPU per task), ${run.idle_cpu.length > 0 ? `${total(run.idle_cpu).toFixed(0)} % at rest` : 'not measured at rest'}.`);
   console.log('');
   console.log(`\nPostgres client backends during the ${run.backend} window, on average over ${run.load.postgres_waits.samples} samples (application: state / what they waited for):\n`);

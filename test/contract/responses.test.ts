@@ -228,6 +228,21 @@ describe('driver', () => {
     assert.equal(formatted.result?.volumes_removed, 1);
   });
 
+  it('runs a batch of executions in the order given', async () => {
+    const first = execution('volume.create', { name: 'batched', size_bytes: MiB });
+    const second = execution('volume.resize', { name: 'batched', size_bytes: 2 * MiB });
+    const response = await onDriver('executeBatch', 200, { method: 'POST', url: '/v1/execution-batches', payload: { executions: [{ execution: first }, { execution: second }] } });
+    const { results } = response.json<{ results: { status: number; result?: ExecutionResult }[] }>();
+    assert.deepEqual(
+      results.map((item) => [item.status, item.result?.task_id, item.result?.outcome]),
+      [
+        [200, first.task_id, 'succeeded'],
+        [200, second.task_id, 'succeeded'],
+      ],
+    );
+    assert.equal(results[1]?.result?.result?.volume?.size_bytes, 2 * MiB);
+  });
+
   it('replays an execution it already ran', async () => {
     const body = execution('volume.create', { name: 'again', size_bytes: MiB });
     await succeeded(body);

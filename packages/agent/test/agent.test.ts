@@ -201,6 +201,19 @@ describe('agent against a server, a cluster-manager and a real driver', () => {
     assert.equal(report.error?.type, 'urn:duplex:problem:invalid-name');
   });
 
+  it('sends the attempts queued for a device to the driver together, and runs them in order', async () => {
+    const params = [{ name: 'v3', size_bytes: 10 }, { name: 'v3', size_bytes: 20 }, { name: 'v3' }, { name: 'v3', size_bytes: 30 }];
+    const kinds = ['volume.create', 'volume.resize', 'volume.delete', 'volume.create'];
+    const dispatches = kinds.map((kind, index) => ({ task_id: `t-order-${index}`, kind, device: 'd0', params: params[index], attempt: 1, fencing_token: 20 + index, epoch: 1 }));
+    assert.equal((await agent.inject({ method: 'POST', url: '/v1/tasks', headers: bearer('dpa_second-credential'), payload: { tasks: dispatches } })).statusCode, 202);
+    const finals = await waitFor('every terminal report', async () => {
+      const terminal = dispatches.map((dispatch) => reportsFor(dispatch.task_id).find((report) => report.state !== 'running'));
+      return terminal.every(Boolean) ? terminal : undefined;
+    });
+    assert.deepEqual(finals.map((report) => report?.state), ['succeeded', 'succeeded', 'succeeded', 'succeeded']);
+    assert.deepEqual(finals[3]?.result, { volume: { device: 'd0', name: 'v3', size_bytes: 30 } });
+  });
+
   it('reports the inventory again when told of a change', async () => {
     const before = server!.requests.filter((request) => request.url.endsWith('/inventory')).length;
     const response = await agent.inject({ method: 'POST', url: '/v1/inventory-changes', payload: { version: 4 } });

@@ -31,4 +31,15 @@ describe('ReportBuffer', () => {
     assert.equal(buffer.take(3).length, 3);
     assert.equal(buffer.size, 5);
   });
+
+  it('holds a running report until it falls due, unless the task ends first', () => {
+    const buffer = new ReportBuffer(100);
+    buffer.add(running, 1_000);
+    buffer.add({ ...running, task_id: 't2' }, 1_050);
+    assert.deepEqual(buffer.take(10, 1_099), []);
+    assert.equal(buffer.nextDueAt(), 1_100);
+    assert.deepEqual(buffer.take(10, 1_100), [running]);
+    buffer.add({ ...done, task_id: 't2' }, 1_120);
+    assert.deepEqual(buffer.take(10, 1_120), [running, { ...done, task_id: 't2' }]);
+  });
 });

@@ -10,6 +10,11 @@ type HeartbeatResponse = ServerApi.components['schemas']['HeartbeatResponse'];
 type Inventory = ClusterManagerApi.components['schemas']['Inventory'];
 
 const reportBatchLimit = 1000;
+/**
+ * How long a task's `running` report waits before it is sent: a task that ends sooner is
+ * reported once, as ended (one update, history row and event on the server instead of two).
+ */
+const runningReportHoldMs = 100;
 
 /**
  * The server no longer takes this registration: it does not know the agent (404), a newer
@@ -30,7 +35,7 @@ export class ServerLink {
   reportedInventoryVersion: number | null = null;
   /** The cluster-manager's entity tag for the reported version. */
   private reportedInventoryEtag: string | undefined;
-  readonly reports = new ReportBuffer();
+  readonly reports: ReportBuffer;
   /** The credential a rotation replaced: the server may still dispatch with it until it expires. */
   private previousCredential: { secret: string; expiresAt: number } | undefined;
 
@@ -42,6 +47,8 @@ export class ServerLink {
   private flushing = false;
   private flushAgain = false;
   private flushFailures = 0;
+  /** Set while held `running` reports wait to fall due. */
+  private heldFlushTimer: NodeJS.Timeout | undefined;
   private inventoryRunning = false;
   private inventoryAgain = false;
   private reconciling = false;
@@ -52,6 +59,7 @@ export class ServerLink {
     private readonly identity: { url: string; pid: number; startedAt: string },
     private readonly metrics?: AgentMetrics,
   ) {
+    this.reports = new ReportBuffer(runningReportHoldMs);
     this.server = new JsonClient(config.SERVER_URL, { name: `server ${config.SERVER_ID}`, timeoutMs: 5_000 });
     this.clusterManager = new JsonClient(config.CLUSTER_MANAGER_URL, { name: 'cluster-manager', timeoutMs: 5_000, headers: bearer(config.CLUSTER_TOKEN) });
   }
@@ -223,10 +231,24 @@ export class ServerLink {
 
   addReport(report: TaskReport): void {
     this.reports.add(report);
-    this.flushReports();
+    // A held `running` report goes with the next flush after it falls due (scheduled below).
+    if (report.state === 'running') this.scheduleHeldFlush();
+    else this.flushReports();
   }
 
-  /** Sends pending reports in batches; one batch in flight at a time, retried until the server takes it. */
+  /** Flushes when the next held report falls due (one timer at a time). */
+  private scheduleHeldFlush(): void {
+    // Unregistered, the registration flushes what is pending.
+    if (this.heldFlushTimer || this.abort.signal.aborted || !this.registration) return;
+    const next = this.reports.nextDueAt();
+    if (next === undefined) return;
+    this.heldFlushTimer = setTimeout(() => {
+      this.heldFlushTimer = undefined;
+      this.flushReports();
+    }, Math.max(0, next - Date.now()));
+  }
+
+  /** Sends due reports in batches; one batch in flight at a time, retried until the server takes it. */
   flushReports(): void {
     if (this.flushing) {
       this.flushAgain = true;
@@ -237,6 +259,7 @@ export class ServerLink {
       while (!this.abort.signal.aborted && this.reports.size > 0 && this.registration) {
         this.flushAgain = false;
         const batch = this.reports.take(reportBatchLimit);
+        if (batch.length === 0) break;
         if (await this.sendReports(batch)) {
           this.flushFailures = 0;
           this.reports.acknowledge(batch);
@@ -246,7 +269,8 @@ export class ServerLink {
         }
       }
       this.flushing = false;
-      if (this.flushAgain && this.reports.size > 0) this.flushReports();
+      if (this.flushAgain && this.reports.take(1).length > 0) this.flushReports();
+      else this.scheduleHeldFlush();
     })();
   }
 
@@ -285,6 +309,7 @@ export class ServerLink {
   async close(): Promise<void> {
     this.abort.abort();
     clearTimeout(this.heartbeatTimer);
+    clearTimeout(this.heldFlushTimer);
     await Promise.all([this.server.close(), this.clusterManager.close()]);
   }
 }

@@ -1,5 +1,5 @@
 import type { AgentApi, DriverApi } from '@duplex/contracts';
-import { backoffDelayMs, bearer, continueTrace, formatTraceparent, JsonClient, KeyedLock, parseTraceparent, problemCodeOf, sleep, traceLogFields } from '@duplex/shared';
+import { backoffDelayMs, bearer, continueTrace, formatTraceparent, JsonClient, problemCodeOf, sleep, traceLogFields } from '@duplex/shared';
 import type { FastifyBaseLogger } from 'fastify';
 import type { AgentConfig } from '../config.ts';
 import type { AgentMetrics } from '../metrics.ts';
@@ -8,15 +8,50 @@ import type { ServerLink } from './server-link.ts';
 type TaskDispatch = AgentApi.components['schemas']['TaskDispatch'];
 type ExecutionResult = DriverApi.components['schemas']['ExecutionResult'];
 type Problem = DriverApi.components['schemas']['Problem'];
+type ExecutionBatchResult = DriverApi.components['schemas']['ExecutionBatchResult'];
+
+/** How long one execution may take at the driver before the call is given up and retried. */
+const driverTimeoutMs = 30_000;
+/** The most executions sent to the driver in one request (its contract's limit). */
+const maxBatchSize = 256;
+
+/** An attempt being run: its dispatch, its span of the task's trace and the fields its log lines carry. */
+interface Run {
+  dispatch: TaskDispatch;
+  traceparent: string;
+  logFields: Record<string, unknown>;
+  base: { task_id: string; attempt: number; fencing_token: number; traceparent: string };
+}
+
+/** What the driver answered for one execution: 200 with its result, or a problem. */
+interface DriverAnswer {
+  status: number;
+  body: unknown;
+}
+
+const executionOf = (dispatch: TaskDispatch) => ({
+  task_id: dispatch.task_id,
+  kind: dispatch.kind,
+  device: dispatch.device,
+  params: dispatch.params,
+  attempt: dispatch.attempt,
+  fencing: { token: dispatch.fencing_token, epoch: dispatch.epoch },
+});
 
 /**
  * Runs the attempts the server sends through the cluster's driver, in order per device,
  * and hands each outcome to the server link. An attempt already in hand is not taken twice.
+ * The attempts that arrive together, and those queued for a device while it was busy, go
+ * to the driver together, in one request.
  */
 export class TaskRunner {
-  /** Keeps a server's tasks for one device in the order it dispatched them. */
-  private readonly devices = new KeyedLock();
   private readonly inHand = new Set<string>();
+  /** Per device, in dispatch order, the attempts that have not gone to the driver yet. */
+  private readonly queued = new Map<string, TaskDispatch[]>();
+  /** Devices with attempts at the driver: their next attempts wait for these to be answered. */
+  private readonly busy = new Set<string>();
+  /** Per busy device, how many of its attempts at the driver have no answer yet. */
+  private readonly inFlight = new Map<string, number>();
   private readonly driver: JsonClient;
   private readonly abort = new AbortController();
 
@@ -26,7 +61,7 @@ export class TaskRunner {
     private readonly log: FastifyBaseLogger,
     private readonly metrics?: AgentMetrics,
   ) {
-    this.driver = new JsonClient(config.DRIVER_URL, { name: 'driver', timeoutMs: 30_000, connections: 32, headers: bearer(config.CLUSTER_TOKEN) });
+    this.driver = new JsonClient(config.DRIVER_URL, { name: 'driver', timeoutMs: driverTimeoutMs, connections: 32, headers: bearer(config.CLUSTER_TOKEN) });
   }
 
   /** 'ok' when the driver answers its readiness check. */
@@ -50,28 +85,155 @@ export class TaskRunner {
       if (this.inHand.has(key)) continue;
       this.inHand.add(key);
       accepted += 1;
-      void this.devices
-        .run([dispatch.device], () => this.run(dispatch))
-        .catch((error: unknown) => {
-          const trace = parseTraceparent(dispatch.traceparent);
-          this.log.error({ err: error, task_id: dispatch.task_id, ...(trace ? { trace_id: trace.traceId } : {}) }, 'running a task failed');
-        })
-        .finally(() => this.inHand.delete(key));
+      const queue = this.queued.get(dispatch.device);
+      if (queue) queue.push(dispatch);
+      else this.queued.set(dispatch.device, [dispatch]);
     }
+    this.pump();
     return { accepted, duplicates: dispatches.length - accepted };
   }
 
-  private async run(dispatch: TaskDispatch): Promise<void> {
-    // The run is a span of the task's trace (a new trace for a task submitted without one); the
+  /**
+   * Sends the attempts queued for every device that has none at the driver, in one request.
+   * A device's attempts reach the driver in the order they were dispatched, one request of
+   * them at a time; a device that is done goes again without waiting for the others.
+   */
+  private pump(): void {
+    if (this.abort.signal.aborted) return;
+    const batch: TaskDispatch[] = [];
+    for (const [device, queue] of this.queued) {
+      if (this.busy.has(device)) continue;
+      if (batch.length >= maxBatchSize) break;
+      const taken = queue.splice(0, maxBatchSize - batch.length);
+      if (queue.length === 0) this.queued.delete(device);
+      this.busy.add(device);
+      batch.push(...taken);
+    }
+    if (batch.length === 0) return;
+    void this.runBatch(batch).catch((error: unknown) => {
+      this.log.error({ err: error, task_ids: batch.map((item) => item.task_id) }, 'running tasks failed');
+      for (const dispatch of batch) this.release(dispatch);
+    });
+  }
+
+  /** An attempt that has its answer (or never will): its device may take the next ones once all of its are done. */
+  private release(dispatch: TaskDispatch): void {
+    if (!this.inHand.delete(`${dispatch.task_id}#${dispatch.fencing_token}`)) return;
+    const left = (this.inFlight.get(dispatch.device) ?? 1) - 1;
+    if (left > 0) return void this.inFlight.set(dispatch.device, left);
+    this.inFlight.delete(dispatch.device);
+    this.busy.delete(dispatch.device);
+    this.pump();
+  }
+
+  /** Runs attempts through the driver until each has an answer; reports each. */
+  private async runBatch(batch: TaskDispatch[]): Promise<void> {
+    for (const dispatch of batch) this.inFlight.set(dispatch.device, (this.inFlight.get(dispatch.device) ?? 0) + 1);
+    // Each run is a span of its task's trace (a new trace for a task submitted without one); the
     // driver call and the reports carry it, so every hop logs under the task's trace id.
-    const span = continueTrace(dispatch.traceparent);
-    const traceparent = formatTraceparent(span);
-    const log = this.log.child({ request_id: dispatch.request_id, task_id: dispatch.task_id, attempt: dispatch.attempt, ...traceLogFields(span) });
-    const base = { task_id: dispatch.task_id, attempt: dispatch.attempt, fencing_token: dispatch.fencing_token, traceparent };
-    this.link.addReport({ ...base, state: 'running' });
-    const outcome = await this.execute(dispatch, log, traceparent);
-    if (outcome === 'stopped') return;
-    if (outcome === 'fenced') {
+    let pending: Run[] = batch.map((dispatch) => {
+      const span = continueTrace(dispatch.traceparent);
+      const traceparent = formatTraceparent(span);
+      const run: Run = {
+        dispatch,
+        traceparent,
+        logFields: { request_id: dispatch.request_id, task_id: dispatch.task_id, attempt: dispatch.attempt, ...traceLogFields(span) },
+        base: { task_id: dispatch.task_id, attempt: dispatch.attempt, fencing_token: dispatch.fencing_token, traceparent },
+      };
+      this.link.addReport({ ...run.base, state: 'running' });
+      return run;
+    });
+    for (let attempt = 0; pending.length > 0; attempt += 1) {
+      if (this.abort.signal.aborted) return;
+      const answers = pending.length === 1 ? [await this.callOne(pending[0]!)] : await this.callBatch(pending);
+      const again: Run[] = [];
+      pending.forEach((run, index) => {
+        const answer = answers[index];
+        if (answer && answer.status < 500) {
+          this.finish(run, answer);
+          this.release(run.dispatch);
+        } else again.push(run);
+      });
+      if (again.length === 0) break;
+      await sleep(backoffDelayMs(attempt, 50, this.config.DRIVER_RETRY_MAX_MS), this.abort.signal);
+      pending = again;
+    }
+  }
+
+  /** The driver's answer for one execution; undefined when it could not be reached. */
+  private async callOne(run: Run): Promise<DriverAnswer | undefined> {
+    const startedAt = performance.now();
+    try {
+      const response = await this.driver.call<ExecutionResult | Problem>('POST', '/v1/executions', {
+        body: executionOf(run.dispatch),
+        requestId: run.dispatch.request_id,
+        traceparent: run.traceparent,
+      });
+      this.metrics?.driverCall(response.status, startedAt);
+      if (response.status >= 500) this.log.warn({ ...run.logFields, status: response.status, problem_type: problemCodeOf(response.body as Problem) }, 'the driver could not run the execution; retrying');
+      return { status: response.status, body: response.body };
+    } catch (error) {
+      this.metrics?.driverCall(undefined, startedAt);
+      this.log.warn({ ...run.logFields, err: (error as Error).message }, 'the driver is unreachable; retrying');
+      return undefined;
+    }
+  }
+
+  /**
+   * The driver's answers for several executions of one device, sent in one request (in order).
+   * A driver that refuses the batch as a whole (one that has no batch operation, or an
+   * execution that fails its schema) is asked one execution at a time instead.
+   */
+  private async callBatch(runs: Run[]): Promise<(DriverAnswer | undefined)[]> {
+    const startedAt = performance.now();
+    const first = runs[0]!;
+    // A device runs its executions one after another: each may take as long as a single call may.
+    const perDevice = new Map<string, number>();
+    for (const run of runs) perDevice.set(run.dispatch.device, (perDevice.get(run.dispatch.device) ?? 0) + 1);
+    let response;
+    try {
+      response = await this.driver.call<ExecutionBatchResult | Problem>('POST', '/v1/execution-batches', {
+        body: {
+          executions: runs.map((run) => ({
+            execution: executionOf(run.dispatch),
+            traceparent: run.traceparent,
+            ...(run.dispatch.request_id ? { request_id: run.dispatch.request_id } : {}),
+          })),
+        },
+        requestId: first.dispatch.request_id,
+        traceparent: first.traceparent,
+        timeoutMs: driverTimeoutMs * Math.max(...perDevice.values()),
+      });
+    } catch (error) {
+      this.metrics?.driverCall(undefined, startedAt);
+      this.log.warn({ err: (error as Error).message, tasks: runs.length }, 'the driver is unreachable; retrying');
+      return runs.map(() => undefined);
+    }
+    this.metrics?.driverCall(response.status, startedAt);
+    if (response.status === 200) {
+      const { results } = response.body as ExecutionBatchResult;
+      return runs.map((run, index) => {
+        const answer = results[index];
+        if (!answer || answer.task_id !== run.dispatch.task_id) return undefined;
+        if (answer.status >= 500) this.log.warn({ ...run.logFields, status: answer.status, problem_type: answer.problem ? problemCodeOf(answer.problem) : undefined }, 'the driver could not run the execution; retrying');
+        return { status: answer.status, body: answer.status === 200 ? answer.result : answer.problem };
+      });
+    }
+    if (response.status >= 400 && response.status < 500) {
+      const answers: (DriverAnswer | undefined)[] = [];
+      for (const run of runs) answers.push(await this.callOne(run));
+      return answers;
+    }
+    this.log.warn({ status: response.status, tasks: runs.length, problem_type: problemCodeOf(response.body as Problem) }, 'the driver could not run the executions; retrying');
+    return runs.map(() => undefined);
+  }
+
+  /** Reports an answered execution: its outcome, a refusal (4xx) as the task's failure, or a fenced attempt as refused. */
+  private finish(run: Run, answer: DriverAnswer): void {
+    const { dispatch, base, logFields } = run;
+    if (answer.status === 409) {
+      const problem = answer.body as Problem | undefined;
+      this.log.warn({ ...logFields, problem_type: problem?.type, detail: problem?.detail }, 'the driver refused this attempt as fenced');
       this.metrics?.taskRan(dispatch.kind, 'refused');
       // Not run: the server puts the attempt back in the queue (or ignores this if a newer one
       // exists). An older epoch also means the server's view of this cluster is behind.
@@ -79,7 +241,11 @@ export class TaskRunner {
       this.link.reportInventory();
       return;
     }
-    log.info({ outcome: outcome.outcome, replayed: outcome.replayed }, 'task ran');
+    const outcome: ExecutionResult =
+      answer.status === 200
+        ? (answer.body as ExecutionResult)
+        : { task_id: dispatch.task_id, outcome: 'failed', replayed: false, error: answer.body as Problem };
+    this.log.info({ ...logFields, outcome: outcome.outcome, replayed: outcome.replayed }, 'task ran');
     this.metrics?.taskRan(dispatch.kind, outcome.outcome);
     this.link.addReport({
       ...base,
@@ -87,40 +253,6 @@ export class TaskRunner {
       ...(outcome.result ? { result: outcome.result } : {}),
       ...(outcome.error ? { error: outcome.error } : {}),
     });
-  }
-
-  /** Calls the driver until it answers; a refusal (4xx) is the task's failure, a fenced attempt is dropped. */
-  private async execute(dispatch: TaskDispatch, log: FastifyBaseLogger, traceparent: string): Promise<ExecutionResult | 'fenced' | 'stopped'> {
-    const body = {
-      task_id: dispatch.task_id,
-      kind: dispatch.kind,
-      device: dispatch.device,
-      params: dispatch.params,
-      attempt: dispatch.attempt,
-      fencing: { token: dispatch.fencing_token, epoch: dispatch.epoch },
-    };
-    for (let attempt = 0; !this.abort.signal.aborted; attempt += 1) {
-      const startedAt = performance.now();
-      try {
-        const response = await this.driver.call<ExecutionResult | Problem>('POST', '/v1/executions', { body, requestId: dispatch.request_id, traceparent });
-        this.metrics?.driverCall(response.status, startedAt);
-        if (response.status === 200) return response.body as ExecutionResult;
-        const problem = response.body as Problem;
-        if (response.status === 409) {
-          log.warn({ problem_type: problem.type, detail: problem.detail }, 'the driver refused this attempt as fenced');
-          return 'fenced';
-        }
-        if (response.status >= 400 && response.status < 500) {
-          return { task_id: dispatch.task_id, outcome: 'failed', replayed: false, error: problem };
-        }
-        log.warn({ status: response.status, problem_type: problemCodeOf(problem) }, 'the driver could not run the execution; retrying');
-      } catch (error) {
-        this.metrics?.driverCall(undefined, startedAt);
-        log.warn({ err: (error as Error).message }, 'the driver is unreachable; retrying');
-      }
-      await sleep(backoffDelayMs(attempt, 50, this.config.DRIVER_RETRY_MAX_MS), this.abort.signal);
-    }
-    return 'stopped';
   }
 
   async close(): Promise<void> {

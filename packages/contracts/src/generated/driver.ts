@@ -183,6 +183,31 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/execution-batches": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Run several executions in one request
+         * @description Runs each execution as `POST /v1/executions` would, one device's executions one at a
+         *     time in the order given, different devices side by side, and answers with each one's
+         *     status and outcome or problem, in the order given. After an execution that could not run
+         *     (a 5xx status), the later executions on its devices are not run either (status 503,
+         *     `not-ready`), so that the caller can send them again in order. An agent sends the tasks
+         *     queued for a device this way: one request instead of one per task.
+         */
+        post: operations["executeBatch"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -274,6 +299,24 @@ export interface components {
                 /** @description The owner cluster's epoch for the device. */
                 epoch: number;
             };
+        };
+        ExecutionBatch: {
+            executions: {
+                execution: components["schemas"]["ExecutionRequest"];
+                /** @description The W3C traceparent of the task's run; the driver logs the execution under its trace. */
+                traceparent?: string;
+                /** @description The id of the request that submitted the task (logged with the execution). */
+                request_id?: string;
+            }[];
+        };
+        ExecutionBatchResult: {
+            results: {
+                task_id: string;
+                /** @description The status `POST /v1/executions` would have answered: 200 with `result`, otherwise `problem`. */
+                status: number;
+                result?: components["schemas"]["ExecutionResult"];
+                problem?: components["schemas"]["Problem"];
+            }[];
         };
         Volume: {
             device: components["schemas"]["DeviceId"];
@@ -867,6 +910,104 @@ export interface operations {
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             503: components["responses"]["Unavailable"];
+        };
+    };
+    executeBatch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "executions": [
+                 *         {
+                 *           "execution": {
+                 *             "task_id": "tsk_01JDX8G6Q9W1Z2V3",
+                 *             "kind": "volume.create",
+                 *             "device": "d0",
+                 *             "params": {
+                 *               "name": "vol1",
+                 *               "size_bytes": 1048576
+                 *             },
+                 *             "attempt": 1,
+                 *             "fencing": {
+                 *               "token": 17,
+                 *               "epoch": 1
+                 *             }
+                 *           },
+                 *           "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                 *         },
+                 *         {
+                 *           "execution": {
+                 *             "task_id": "tsk_01JDX8G6Q9W1Z2V4",
+                 *             "kind": "volume.delete",
+                 *             "device": "d0",
+                 *             "params": {
+                 *               "name": "vol0"
+                 *             },
+                 *             "attempt": 1,
+                 *             "fencing": {
+                 *               "token": 18,
+                 *               "epoch": 1
+                 *             }
+                 *           }
+                 *         }
+                 *       ]
+                 *     }
+                 */
+                "application/json": components["schemas"]["ExecutionBatch"];
+            };
+        };
+        responses: {
+            /** @description Each execution's status and outcome, in the order given. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "results": [
+                     *         {
+                     *           "task_id": "tsk_01JDX8G6Q9W1Z2V3",
+                     *           "status": 200,
+                     *           "result": {
+                     *             "task_id": "tsk_01JDX8G6Q9W1Z2V3",
+                     *             "outcome": "succeeded",
+                     *             "replayed": false,
+                     *             "result": {
+                     *               "volume": {
+                     *                 "device": "d0",
+                     *                 "name": "vol1",
+                     *                 "size_bytes": 1048576
+                     *               }
+                     *             }
+                     *           }
+                     *         },
+                     *         {
+                     *           "task_id": "tsk_01JDX8G6Q9W1Z2V4",
+                     *           "status": 409,
+                     *           "problem": {
+                     *             "type": "urn:duplex:problem:stale-fencing-token",
+                     *             "title": "The fencing token is older than one already seen",
+                     *             "status": 409,
+                     *             "detail": "token 18 is older than token 21 recorded for task tsk_01JDX8G6Q9W1Z2V4"
+                     *           }
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ExecutionBatchResult"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
         };
     };
 }

@@ -70,7 +70,7 @@ export class Dispatcher {
   private async round(): Promise<number> {
     const now = Date.now();
     if (this.options.lease.expiresAt <= now) return 0;
-    const dispatched = await this.options.db.transaction(async (trx) => {
+    const { rows: dispatched, recorded } = await this.options.db.transaction(async (trx) => {
       const queued = await tasks.lockQueuedTasks(trx, this.options.serverId, this.options.batchSize);
       const assignments: tasks.Assignment[] = [];
       const failures: { id: string; error: tasks.Problem }[] = [];
@@ -89,10 +89,11 @@ export class Dispatcher {
       const failed = await tasks.failQueuedTasks(trx, failures);
       await settleFinishedTasks(trx, failed);
       const rows = await tasks.markDispatched(trx, assignments);
-      await tasks.recordTransitions(trx, [...failed, ...rows]);
+      await tasks.recordTransitions(trx, [...failed, ...rows], { notifyAfterCommit: true });
       if (failed.length > 0) this.options.log.warn({ tasks: failed.length }, 'tasks for devices out of service failed');
-      return rows;
+      return { rows, recorded: failed.length + rows.length };
     });
+    if (recorded > 0) this.notifyEvents();
     this.options.metrics?.dispatched(dispatched);
     // An UPDATE returns its rows in no particular order; an agent runs a device's tasks in the order they arrive.
     dispatched.sort(tasks.bySubmission);
@@ -104,6 +105,13 @@ export class Dispatcher {
     }
     await Promise.all([...byAgent].map(([agentId, rows]) => this.send(agentId, rows)));
     return dispatched.length;
+  }
+
+  /** Wakes the event feeds for the round's committed events; the sends do not wait for it. */
+  private notifyEvents(): void {
+    tasks.notifyEventsCommitted(this.options.db).catch((error: unknown) => {
+      this.options.log.warn({ err: error }, 'could not notify the event feeds; they find the events at their next poll');
+    });
   }
 
   private async send(agentId: string, rows: tasks.TaskRow[]): Promise<void> {

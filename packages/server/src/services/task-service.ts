@@ -5,7 +5,8 @@ import type { ServerMetrics } from '../metrics.ts';
 import { devicesOf, requestHash, unusableDevice, settleCatalogActions, submitCatalogEffect, type SettleAction, type TaskRequest } from '../lib/task-rules.ts';
 import { GroupCommitQueue } from '../lib/group-commit.ts';
 import * as tasks from '../repositories/tasks.ts';
-import { applySettleActions, applySubmitEffects } from '../repositories/volumes.ts';
+import { acceptSubmissions, isIdempotencyKeyTaken, type SubmissionResult } from '../repositories/submissions.ts';
+import { applySettleActions } from '../repositories/volumes.ts';
 
 /** Has the volume catalog follow tasks that just succeeded or failed. */
 export async function settleFinishedTasks(trx: Queryable, rows: tasks.TaskRow[]): Promise<void> {
@@ -35,6 +36,9 @@ export interface SubmitItem {
 
 /** The most single submissions committed together. */
 const maxSubmissionsPerCommit = 500;
+
+/** How many times a batch is committed again after another request took one of its keys. */
+const maxKeyRaces = 5;
 
 /**
  * Accepting, cancelling and completing tasks. Each change commits the task, the volume
@@ -67,8 +71,8 @@ export class TaskService {
 
   /**
    * Accepts many tasks at once, each under its own idempotency key: one query finds the keys
-   * already used, and one transaction inserts the rest with their catalog checks, history and
-   * events. Each task is accepted, replayed or refused on its own.
+   * already used, and one statement (its own transaction) inserts the rest with their catalog
+   * checks, history and events. Each task is accepted, replayed or refused on its own.
    */
   async submitMany(items: SubmitItem[]): Promise<BatchOutcome[]> {
     // `params` may be left out for kinds that take none; it means the same as {}.
@@ -108,21 +112,29 @@ export class TaskService {
       });
     });
 
-    const { accepted, refused } = await this.db.transaction(async (trx) => {
-      const inserted = await tasks.insertTasks(trx, fresh.map((item) => item.task));
-      const insertedIds = new Set(inserted.map((row) => row.id));
-      const refusals = await applySubmitEffects(
-        trx,
-        fresh.filter((item) => insertedIds.has(item.task.id)).map((item) => ({ taskId: item.task.id, storageSystemId: item.request.storage_system_id, effect: submitCatalogEffect(item.request) })),
-      );
-      await tasks.deleteTasks(trx, [...refusals.keys()]);
-      const kept = inserted.filter((row) => !refusals.has(row.id));
-      await tasks.recordTransitions(trx, kept);
-      return { accepted: new Map(kept.map((row) => [row.id, row])), refused: refusals };
-    });
+    // A key taken since the lookup above fails the statement: answer those tasks as replays of
+    // what took their keys, and commit the rest again.
+    let pending = fresh;
+    let committed: SubmissionResult = { accepted: [], refused: new Map() };
+    for (let attempt = 1; pending.length > 0; attempt++) {
+      try {
+        committed = await acceptSubmissions(this.db, pending.map((item) => ({ task: item.task, effect: submitCatalogEffect(item.request) })));
+        break;
+      } catch (error) {
+        if (!isIdempotencyKeyTaken(error)) throw error;
+        if (attempt === maxKeyRaces) break;
+        const taken = await tasks.findTasksByIdempotencyKeys(this.db, pending.map((item) => item.task.idempotency_key!), this.idempotencyKeyTtlHours);
+        pending = pending.filter((item) => !taken.has(item.task.idempotency_key!));
+      }
+    }
+    // The feeds' next poll finds the events should this fail; the tasks are committed either way.
+    if (committed.accepted.length > 0) tasks.notifyEventsCommitted(this.db).catch(() => undefined);
+    const accepted = new Map(committed.accepted.map((row) => [row.id, row]));
+    const { refused } = committed;
 
-    // Keys another request took meanwhile are answered with what that request made.
-    const raced = fresh.filter((item) => !accepted.has(item.task.id) && !refused.has(item.task.id));
+    // Keys another request took meanwhile are answered with what that request made, refused ones
+    // too: a concurrent retry of this request reserved the same volume names first.
+    const raced = fresh.filter((item) => !accepted.has(item.task.id));
     const winners = await tasks.findTasksByIdempotencyKeys(this.db, raced.map((item) => item.task.idempotency_key!), this.idempotencyKeyTtlHours);
     for (const item of fresh) {
       const row = accepted.get(item.task.id);
@@ -131,8 +143,8 @@ export class TaskService {
       if (row) {
         outcomes[item.index] = { task: row, replayed: false };
         this.metrics?.submitted(row.kind);
-      } else if (problem) outcomes[item.index] = { problem };
-      else if (winner) outcomes[item.index] = this.replayOutcome(winner, item.task.request_hash);
+      } else if (winner) outcomes[item.index] = this.replayOutcome(winner, item.task.request_hash);
+      else if (problem) outcomes[item.index] = { problem };
       else outcomes[item.index] = { problem: new ProblemError('idempotency-key-in-use', 'a request with this Idempotency-Key is still being processed; retry') };
     }
     return outcomes as BatchOutcome[];
@@ -187,9 +199,11 @@ export class TaskService {
       const requeued = await tasks.requeueAttempts(trx, refused.map((report) => ({ id: report.task_id, fencing_token: report.fencing_token })));
       const rows = await tasks.applyStateReports(trx, reports.filter((report) => report.state !== 'refused'));
       await settleFinishedTasks(trx, rows);
-      await tasks.recordTransitions(trx, [...requeued, ...rows]);
+      await tasks.recordTransitions(trx, [...requeued, ...rows], { notifyAfterCommit: true });
       return [...requeued, ...rows];
     });
+    // The feeds' next poll finds the events should this fail; the reports are committed either way.
+    if (changed.length > 0) tasks.notifyEventsCommitted(this.db).catch(() => undefined);
     this.metrics?.settled(changed);
     const outcome = new Map<string, 'applied' | 'stale' | 'unknown'>(reports.map((report) => [report.task_id, 'stale']));
     for (const row of changed) outcome.set(row.id, 'applied');
