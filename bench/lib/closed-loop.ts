@@ -63,7 +63,7 @@ export async function runClosedLoop(options: ClosedLoopOptions): Promise<ClosedL
   const devices = harness.topology.storage_systems.flatMap((system) => system.devices.map((device) => device.id));
   const feed = new TaskFeed(options.prefix, devices, 2);
   const submitter = new TaskSubmitter([harness.serverUrl('A'), harness.serverUrl('B')], options.concurrency);
-  const watcher = new CompletionWatcher(harness.db);
+  const watcher = await CompletionWatcher.start(harness.db);
   const errorKinds: Record<string, number> = {};
   let submitErrors = 0;
   let submitted = 0;
