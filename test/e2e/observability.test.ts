@@ -113,9 +113,11 @@ describe('metrics and tracing across the real processes', { timeout: 180_000 }, 
     const system = harness.topology.storage_systems[0]!;
     const c0 = system.clusters.find((cluster) => cluster.id === 'c0')!;
 
-    const server = await scrapeUntil('server A to count the task', harness.serverUrl('A'), (metrics) =>
+    // A task can end before the first heartbeat after registration (one a second): wait for one too.
+    const server = await scrapeUntil('server A to count the task and a heartbeat', harness.serverUrl('A'), (metrics) =>
       metrics.sum('duplex_tasks', { state: 'succeeded', kind: 'device.probe' }) >= 1 &&
-      metrics.sum('duplex_task_end_to_end_latency_seconds_count', { outcome: 'succeeded' }) >= 1,
+      metrics.sum('duplex_task_end_to_end_latency_seconds_count', { outcome: 'succeeded' }) >= 1 &&
+      metrics.sum('duplex_heartbeats_received_total', { outcome: 'renewed' }) > 0,
     );
     assert.equal(server.sum('duplex_tasks', { state: 'queued' }), 0);
     assert.ok(server.sum('duplex_tasks_submitted_total', { kind: 'device.probe' }) >= 1);
@@ -132,8 +134,9 @@ describe('metrics and tracing across the real processes', { timeout: 180_000 }, 
     const agents = await getJson<AgentList>(harness.serverUrl('A'), '/v1/agents?cluster_id=c0');
     const agentUrl = agents.items.find((agent) => agent.name === 'ss1-c0-A')?.url;
     assert.ok(agentUrl, 'agent ss1-c0-A is registered with server A');
-    const agent = await scrapeUntil('agent ss1-c0-A to count the task', agentUrl, (metrics) =>
-      metrics.sum('duplex_agent_tasks_total', { kind: 'device.probe', outcome: 'succeeded' }) >= 1,
+    const agent = await scrapeUntil('agent ss1-c0-A to count the task and a heartbeat', agentUrl, (metrics) =>
+      metrics.sum('duplex_agent_tasks_total', { kind: 'device.probe', outcome: 'succeeded' }) >= 1 &&
+      metrics.sum('duplex_agent_heartbeats_sent_total', { outcome: 'renewed' }) > 0,
     );
     assert.ok(agent.sum('duplex_agent_heartbeats_sent_total', { outcome: 'renewed' }) > 0);
     assert.ok(agent.sum('duplex_agent_driver_call_duration_seconds_count', { result: '2xx' }) >= 1);
