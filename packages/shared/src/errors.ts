@@ -1,4 +1,4 @@
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ProblemError, problemDocument, type ProblemCode, type ProblemDocument } from './problem.ts';
 import { isDatabaseUnavailable } from './db.ts';
 import { UpstreamError } from './http-client.ts';
@@ -61,13 +61,21 @@ function hiddenDetail(code: ProblemCode): string {
     : 'A dependency is unavailable; retry after the indicated delay.';
 }
 
+/**
+ * Logs work answered with a problem (`what` names it: a request, an execution): a failure (5xx)
+ * at error with its stack, a refusal at info with the problem. A service still starting answers
+ * every readiness probe with not-ready: routine, so no error and no stack.
+ */
+export function logProblem(log: FastifyBaseLogger, what: string, error: unknown, problem: ProblemDocument, fields: Record<string, unknown> = {}): void {
+  const notReady = error instanceof ProblemError && error.code === 'not-ready';
+  if (problem.status >= 500 && !notReady) log.error({ ...fields, err: error }, `${what} failed`);
+  else log.info({ ...fields, problem_type: problem.type, detail: notReady ? error.message : problem.detail }, `${what} refused`);
+}
+
 export function registerProblemHandlers(app: FastifyInstance): void {
   app.setErrorHandler(async (error, request, reply) => {
     const { problem, retryAfter } = toProblem(error, request);
-    // A service still starting answers every readiness probe with not-ready: routine, so no error and no stack.
-    const notReady = error instanceof ProblemError && error.code === 'not-ready';
-    if (problem.status >= 500 && !notReady) request.log.error({ err: error }, 'request failed');
-    else request.log.info({ problem_type: problem.type, detail: notReady ? error.message : problem.detail }, 'request refused');
+    logProblem(request.log, 'request', error, problem);
     return sendProblem(reply, problem, retryAfter);
   });
   app.setNotFoundHandler(async (request, reply) => {

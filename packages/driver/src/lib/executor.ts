@@ -3,7 +3,7 @@ import type { DeviceInspection, DeviceLabel, DeviceStore, VolumeEntry } from './
 import { resultOf, type ExecutionRecord, type SettledRecord } from './execution-record.ts';
 import { checkEpoch, checkTask } from './fencing.ts';
 import { describeError } from './files.ts';
-import { parseOperation, type Operation } from './operations.ts';
+import { devicesOf, parseOperation, type Operation } from './operations.ts';
 import type { DeviceReport, DeviceStatus, DriverBackend, ExecutionOutput, ExecutionRequest, ExecutionResult } from './types.ts';
 import { defaultUsageMaxAgeMs, inspectionKey, noUsage, UsageCache, usageOf, type VolumeUsage } from './volume-usage.ts';
 
@@ -108,8 +108,7 @@ export class Executor implements DriverBackend {
 
   async execute(request: ExecutionRequest): Promise<ExecutionResult> {
     const operation = parseOperation(request);
-    const deviceIds = [request.device];
-    if (operation.kind === 'volume.copy' && operation.target_device !== request.device) deviceIds.push(operation.target_device);
+    const deviceIds = devicesOf(request);
     // Whether the devices exist is checked once, holding them: a missing one is refused there.
     return this.queue.run(deviceIds, () => this.executeHoldingDevices(request, operation, deviceIds));
   }

@@ -1,6 +1,7 @@
 import type { DriverApi } from '@duplex/contracts';
-import { parseTraceparent, problemDocument, toProblem, traceLogFields, type OperationHandlers } from '@duplex/shared';
+import { logProblem, parseTraceparent, problemDocument, toProblem, traceLogFields, type OperationHandlers } from '@duplex/shared';
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify';
+import { devicesOf } from '../lib/operations.ts';
 import type { DriverBackend, ExecutionRequest, ExecutionResult } from '../lib/types.ts';
 import type { DriverMetrics } from '../metrics.ts';
 
@@ -38,8 +39,7 @@ export function executionHandlers(backend: DriverBackend, metrics?: DriverMetric
       return { task_id: execution.task_id, status: 200, result: await run(execution, log, fields) };
     } catch (error) {
       const { problem } = toProblem(error, request);
-      if (problem.status >= 500) log.error({ ...fields, err: error, task_id: execution.task_id }, 'execution failed');
-      else log.info({ ...fields, task_id: execution.task_id, problem_type: problem.type, detail: problem.detail }, 'execution refused');
+      logProblem(log, 'execution', error, problem, { ...fields, task_id: execution.task_id });
       return { task_id: execution.task_id, status: problem.status, problem };
     }
   }
@@ -56,8 +56,7 @@ export function executionHandlers(backend: DriverBackend, metrics?: DriverMetric
       const chains = new Map<string, Promise<boolean>>();
       const results = request.body.executions.map((item) => {
         const { execution } = item;
-        const target = execution.kind === 'volume.copy' ? execution.params.target_device : undefined;
-        const devices = target && target !== execution.device ? [execution.device, target] : [execution.device];
+        const devices = devicesOf(execution);
         const before = Promise.all(devices.map((device) => chains.get(device) ?? true));
         const outcome = before.then((ran) =>
           ran.every(Boolean)

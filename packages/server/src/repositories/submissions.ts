@@ -1,6 +1,6 @@
 import { ProblemError, type Queryable } from '@duplex/shared';
 import type { SubmitCatalogEffect } from '../lib/task-rules.ts';
-import { notifyAfterCommitSetting, type NewTask, type TaskRow } from './tasks.ts';
+import { notifyAfterCommitCte, type NewTask, type TaskRow } from './tasks.ts';
 import { volumeNotFound } from './volumes.ts';
 
 /** A task to accept, with what it needs of the volume catalog. */
@@ -71,9 +71,7 @@ export async function acceptSubmissions(db: Queryable, list: Submission[]): Prom
          from accepted
      ), history as (
        insert into task_history (task_id, state, attempt) select id, 'queued', 0 from accepted order by position
-     ), quiet as (
-       select set_config('${notifyAfterCommitSetting}', 'on', true)
-     ), events as (
+     ), ${notifyAfterCommitCte}, events as (
        insert into events (type, storage_system_id, task_id, payload)
        select 'task.state_changed', storage_system_id, id,
               jsonb_build_object('task_id', id, 'state', 'queued', 'attempt', 0, 'agent_id', null, 'server_id', server_id)

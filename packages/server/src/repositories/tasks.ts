@@ -276,7 +276,7 @@ export async function recordTransitions(db: Queryable, rows: TaskRow[], options:
      ), history as (
        insert into task_history (task_id, state, attempt, fencing_token, agent_id)
        select v->>'task_id', v->>'state', (v->>'attempt')::int, (v->>'fencing_token')::bigint, v->>'agent_id' from change order by position
-     )${quiet ? `, quiet as (select set_config('${notifyAfterCommitSetting}', 'on', true))` : ''}
+     )${quiet ? `, ${notifyAfterCommitCte}` : ''}
      insert into events (type, storage_system_id, task_id, payload)
      select 'task.state_changed', v->>'storage_system_id', v->>'task_id',
             jsonb_build_object('task_id', v->'task_id', 'state', v->'state', 'attempt', v->'attempt', 'agent_id', v->'agent_id', 'server_id', v->'server_id')
@@ -285,8 +285,12 @@ export async function recordTransitions(db: Queryable, rows: TaskRow[], options:
   );
 }
 
-/** The transaction setting by which a writer tells the outbox trigger that it notifies after its commit. */
-export const notifyAfterCommitSetting = 'duplex.notify_after_commit';
+/**
+ * A CTE named `quiet` that tells the outbox trigger that this transaction's writer notifies
+ * after its commit (the setting `duplex.notify_after_commit`, the transaction's own). A CTE
+ * that only reads runs only when referenced: the events' INSERT must select from it.
+ */
+export const notifyAfterCommitCte = "quiet as (select set_config('duplex.notify_after_commit', 'on', true))";
 
 /** Per database, the wake-up in flight, and whether more events committed since it was sent. */
 const wakes = new WeakMap<Queryable, { again: boolean; done: Promise<void> }>();
@@ -296,8 +300,8 @@ const wakes = new WeakMap<Queryable, { again: boolean; done: Promise<void> }>();
  * with `notifyAfterCommit`. The notification carries no data, so it needs no flush of its own
  * (synchronous_commit off): it takes the notification lock only for a moment. Calls made while
  * one is in flight are answered by one more after it, so waking takes one connection at most,
- * however long other writers hold the lock. Were it lost (a crash before it), the feeds find
- * the events at their next poll.
+ * however long other writers hold the lock. It never fails: were it lost (an error, a crash
+ * before it), the feeds find the events at their next poll.
  */
 export function notifyEventsCommitted(db: Queryable): Promise<void> {
   const inFlight = wakes.get(db);
@@ -312,6 +316,8 @@ export function notifyEventsCommitted(db: Queryable): Promise<void> {
         wake.again = false;
         await db.raw(`select set_config('synchronous_commit', 'off', true), pg_notify('duplex_events', '')`);
       } while (wake.again);
+    } catch {
+      // The feeds' poll finds the events.
     } finally {
       wakes.delete(db);
     }

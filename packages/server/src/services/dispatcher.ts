@@ -93,7 +93,7 @@ export class Dispatcher {
       if (failed.length > 0) this.options.log.warn({ tasks: failed.length }, 'tasks for devices out of service failed');
       return { rows, recorded: failed.length + rows.length };
     });
-    if (recorded > 0) this.notifyEvents();
+    if (recorded > 0) void tasks.notifyEventsCommitted(this.options.db);
     this.options.metrics?.dispatched(dispatched);
     // An UPDATE returns its rows in no particular order; an agent runs a device's tasks in the order they arrive.
     dispatched.sort(tasks.bySubmission);
@@ -105,13 +105,6 @@ export class Dispatcher {
     }
     await Promise.all([...byAgent].map(([agentId, rows]) => this.send(agentId, rows)));
     return dispatched.length;
-  }
-
-  /** Wakes the event feeds for the round's committed events; the sends do not wait for it. */
-  private notifyEvents(): void {
-    tasks.notifyEventsCommitted(this.options.db).catch((error: unknown) => {
-      this.options.log.warn({ err: error }, 'could not notify the event feeds; they find the events at their next poll');
-    });
   }
 
   private async send(agentId: string, rows: tasks.TaskRow[]): Promise<void> {

@@ -127,8 +127,7 @@ export class TaskService {
         pending = pending.filter((item) => !taken.has(item.task.idempotency_key!));
       }
     }
-    // The feeds' next poll finds the events should this fail; the tasks are committed either way.
-    if (committed.accepted.length > 0) tasks.notifyEventsCommitted(this.db).catch(() => undefined);
+    if (committed.accepted.length > 0) void tasks.notifyEventsCommitted(this.db);
     const accepted = new Map(committed.accepted.map((row) => [row.id, row]));
     const { refused } = committed;
 
@@ -202,8 +201,7 @@ export class TaskService {
       await tasks.recordTransitions(trx, [...requeued, ...rows], { notifyAfterCommit: true });
       return [...requeued, ...rows];
     });
-    // The feeds' next poll finds the events should this fail; the reports are committed either way.
-    if (changed.length > 0) tasks.notifyEventsCommitted(this.db).catch(() => undefined);
+    if (changed.length > 0) void tasks.notifyEventsCommitted(this.db);
     this.metrics?.settled(changed);
     const outcome = new Map<string, 'applied' | 'stale' | 'unknown'>(reports.map((report) => [report.task_id, 'stale']));
     for (const row of changed) outcome.set(row.id, 'applied');
