@@ -34,7 +34,8 @@ import {
 } from './lib/batch-report.ts';
 import type { BatchShape } from './lib/batch-tasks.ts';
 import { postgresLine } from './lib/floor.ts';
-import { count, listFlag, parseLoadFlags, positiveNumber } from './lib/load-options.ts';
+import { count, listFlag, ms, parseLoadFlags, positiveNumber } from './lib/load-options.ts';
+import { statementsFlags, statementsTable } from './lib/pg-statements.ts';
 import { postgresSettings, type PostgresSettings } from './lib/postgres.ts';
 import { processNames } from './lib/process-cpu.ts';
 import { profileFiles, summarizeProfiles, type ProfileSummary } from './lib/profile-summary.ts';
@@ -46,7 +47,7 @@ import { deviceCapacityBytes, volumeSizeBytes } from './lib/task-load.ts';
 const maxBatchSize = 1_000;
 const comparisons = ['insert', 'pg-boss'] as const;
 
-const usage = `usage: node --import tsx bench/batch.ts [--smoke] [--duration-s S] [--warmup-s S] [--batch-size B] [--clients N] [--compare insert,pg-boss] [--cpu-prof] [--strict] [--results-dir DIR]
+const usage = `usage: node --import tsx bench/batch.ts [--smoke] [--duration-s S] [--warmup-s S] [--batch-size B] [--clients N] [--compare insert,pg-boss] [--cpu-prof] [--pg-statements] [--strict] [--results-dir DIR]
 
   --smoke              a short run that checks the benchmark works (2 clients × 100 tasks, 2 s each after 1 s warm-up)
   --duration-s S       measured seconds of each load: duplex, the floor and the peer (default 10; 2 with --smoke)
@@ -56,6 +57,7 @@ const usage = `usage: node --import tsx bench/batch.ts [--smoke] [--duration-s S
   --compare LIST       the same-run comparisons, some of: ${comparisons.join(', ')} (default both)
   --drain-timeout-s S  how long the batches in flight at the window's end may take (default 60)
   --cpu-prof           profile the servers (as node --cpu-prof does) and print their top self-time functions in the window
+  --pg-statements      load pg_stat_statements into the run's Postgres and print the statements it spent each window on
   --strict             exit 1 when the target (${count(targetTasksPerS)} tasks/s) is missed too
   --results-dir DIR    where the JSON (and profiles) go (default: bench/results)`;
 
@@ -68,6 +70,7 @@ const flags = parseLoadFlags(process.argv.slice(2), usage, join(benchDir, 'resul
   compare: { type: 'string' },
   'drain-timeout-s': { type: 'string' },
   'cpu-prof': { type: 'boolean', default: false },
+  'pg-statements': { type: 'boolean', default: false },
 });
 const durationMs = positiveNumber(flags, 'duration-s', flags.smoke ? 2 : 10, usage) * 1_000;
 const warmupMs = positiveNumber(flags, 'warmup-s', flags.smoke ? 1 : 3, usage) * 1_000;
@@ -77,6 +80,7 @@ const clients = positiveNumber(flags, 'clients', flags.smoke ? 2 : 4, usage, tru
 const chosen = listFlag(flags, 'compare', comparisons, comparisons, usage);
 const drainTimeoutMs = positiveNumber(flags, 'drain-timeout-s', 60, usage) * 1_000;
 const cpuProf = flags.values['cpu-prof'] === true;
+const pgStatements = flags.values['pg-statements'] === true;
 
 const settings = readSettings(process.env, { server: ['DATABASE_POOL_MAX', 'DISPATCH_BATCH_SIZE'] });
 const session = new BenchSession('batch');
@@ -96,7 +100,7 @@ async function measure(id: MeasurementId, topology: RunningTopology, send: SendB
   measurements.push(measurement);
   try {
     log(`${id}: ${measurementTitles[id]}`);
-    const load = await runBatchLoad({ clients, warmupMs, durationMs, drainTimeoutMs, send, processNames: await processNames(topology.harness), db: topology.harness.db, log });
+    const load = await runBatchLoad({ clients, warmupMs, durationMs, drainTimeoutMs, send, processNames: await processNames(topology.harness), db: topology.harness.db, statements: pgStatements, log });
     measurement.load = load;
     measurement.store = await countStore(load);
     log(`${id}: ${count(load.tasks_per_s)} tasks/s; batch p50 ${Math.round(load.batch_ms.p50 ?? 0)} ms, p99 ${Math.round(load.batch_ms.p99 ?? 0)} ms; ${load.batch_errors} batch errors`);
@@ -113,7 +117,7 @@ try {
   if (cpuProf) mkdirSync(profileDir, { recursive: true });
   // Node 20 refuses --cpu-prof in NODE_OPTIONS; the preload does the same from inside each process.
   const env: Record<string, string> = cpuProf ? { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import ${profilerPreload}`.trim(), DUPLEX_CPU_PROFILE_DIR: profileDir } : {};
-  const topology = await session.startTopology('memory topology', env, { backend: 'memory', capacityBytes: deviceCapacityBytes });
+  const topology = await session.startTopology('memory topology', env, { backend: 'memory', capacityBytes: deviceCapacityBytes, postgresFlags: pgStatements ? statementsFlags : [] });
   const { harness } = topology;
   let duplexWindow: BatchLoadResult['monotonic_window'] | null = null;
   let duplexNames = new Map<number, string>();
@@ -209,6 +213,13 @@ for (const { id, load } of ordered) {
   console.log(`Postgres client backends during the ${id} window, on average over ${load.postgres_waits.samples} samples (application: state / what they waited for):\n`);
   console.log(waitsTable(load));
   console.log('');
+  const statements = load.postgres_waits.statements;
+  if (statements) {
+    const tasks = load.tasks_in_window;
+    console.log(`Statements Postgres ran in the ${id} window, by execution time (${ms(statements.total_ms)} in all, ${count(statements.total_wal_bytes / Math.max(tasks, 1))} WAL bytes per task accepted):\n`);
+    console.log(statementsTable(statements, tasks, 'task'));
+    console.log('');
+  }
 }
 if (dispatch !== null) {
   const { states, volumes_in_catalog: volumes } = dispatch as { states: Record<string, number>; volumes_in_catalog: number };

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TopologyHarness } from '@duplex/harness';
 import { runClosedLoop, type ClosedLoopResult } from './lib/closed-loop.ts';
+import { statementsFlags, statementsTable } from './lib/pg-statements.ts';
 import { floorsTable, measureOneHopFloor, postgresLine, type FloorFigure } from './lib/floor.ts';
 import { count, listFlag, ms, parseLoadFlags, positiveNumber, ratio, table } from './lib/load-options.ts';
 import { idleCpu, type CpuShare } from './lib/process-cpu.ts';
@@ -27,7 +28,7 @@ type Backend = (typeof backends)[number];
 /** Issue 5: end-to-end throughput >= 0.75 x the 1-hop floor measured in the same run. */
 const targetRatio = 0.75;
 
-const usage = `usage: node --import tsx bench/throughput.ts [--smoke] [--duration-s S] [--warmup-s S] [--concurrency N] [--backends memory,file] [--floor-connections N] [--cpu-prof] [--strict] [--results-dir DIR]
+const usage = `usage: node --import tsx bench/throughput.ts [--smoke] [--duration-s S] [--warmup-s S] [--concurrency N] [--backends memory,file] [--floor-connections N] [--cpu-prof] [--pg-statements] [--strict] [--results-dir DIR]
 
   --smoke                a short run that checks the benchmark works (2 s per backend and floor)
   --duration-s S         measured seconds per backend (default 10; 2 with --smoke); the floor runs as long
@@ -37,6 +38,7 @@ const usage = `usage: node --import tsx bench/throughput.ts [--smoke] [--duratio
   --backends LIST        some of: ${backends.join(', ')} (default both, in that order)
   --drain-timeout-s S    how long to wait for the last tasks after the window (default 30)
   --cpu-prof             profile every process of the topology (as node --cpu-prof does) and print the top self-time functions in the window
+  --pg-statements        load pg_stat_statements into the run's Postgres and print the statements it spent the window on
   --strict               exit 1 when the target is missed too (by default only failed tasks or errors do)
   --results-dir DIR      where the JSON (and profiles) go (default: bench/results)`;
 
@@ -49,6 +51,7 @@ const flags = parseLoadFlags(process.argv.slice(2), usage, join(benchDir, 'resul
   backends: { type: 'string' },
   'drain-timeout-s': { type: 'string' },
   'cpu-prof': { type: 'boolean', default: false },
+  'pg-statements': { type: 'boolean', default: false },
 });
 const durationMs = positiveNumber(flags, 'duration-s', flags.smoke ? 2 : 10, usage) * 1_000;
 // Even the smoke warms up for 2 s: the first tasks on a cold topology can take longer than a shorter window.
@@ -61,6 +64,7 @@ const floorConnections = positiveNumber(flags, 'floor-connections', 64, usage, t
 const drainTimeoutMs = positiveNumber(flags, 'drain-timeout-s', 30, usage) * 1_000;
 const chosen = listFlag(flags, 'backends', backends, backends, usage);
 const cpuProf = flags.values['cpu-prof'] === true;
+const pgStatements = flags.values['pg-statements'] === true;
 const floorWarmupMs = Math.min(warmupMs, flags.smoke ? 1_000 : 2_000);
 const idleWindowMs = 3_000;
 
@@ -159,7 +163,7 @@ for (const backend of chosen) {
     if (cpuProf) mkdirSync(profileDir, { recursive: true });
     // Node 20 refuses --cpu-prof in NODE_OPTIONS; the preload does the same from inside each process.
     const env: Record<string, string> = cpuProf ? { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import ${profilerPreload}`.trim(), DUPLEX_CPU_PROFILE_DIR: profileDir } : {};
-    const topology = await session.startTopology(`${backend} topology`, env, { backend, capacityBytes: deviceCapacityBytes });
+    const topology = await session.startTopology(`${backend} topology`, env, { backend, capacityBytes: deviceCapacityBytes, postgresFlags: pgStatements ? statementsFlags : [] });
     const { harness } = topology;
     try {
       // The cluster-managers build their spare agents just after the boot; let that pass first.
@@ -183,6 +187,7 @@ for (const backend of chosen) {
         warmupMs,
         durationMs,
         drainTimeoutMs,
+        statements: pgStatements,
         log,
       });
       await new Promise((resolve) => setTimeout(resolve, 1_100));
@@ -302,6 +307,12 @@ for (const run of measured) {
   console.log(`\nPostgres client backends during the ${run.backend} window, on average over ${run.load.postgres_waits.samples} samples (application: state / what they waited for):\n`);
   console.log(table(['application: state / wait', 'backends'], run.load.postgres_waits.waits.slice(0, 12).map((wait) => [wait.what, wait.backends.toFixed(2)]), [false, true]));
   console.log('');
+  const statements = run.load.postgres_waits.statements;
+  if (statements) {
+    console.log(`Statements Postgres ran in the ${run.backend} window, by execution time (${ms(statements.total_ms)} in all, ${count(statements.total_wal_bytes / Math.max(run.load.succeeded_in_window, 1))} WAL bytes per task; per task = per task succeeded in the window):\n`);
+    console.log(statementsTable(statements, run.load.succeeded_in_window, 'task'));
+    console.log('');
+  }
   for (const profile of run.profiles) {
     console.log(`Top self time in ${profile.processes.join(', ')} during the ${run.backend} window (${count(profile.busy_ms)} ms busy, ${count(profile.idle_ms)} ms idle):\n`);
     console.log(table(['function', 'where', 'self', 'share of busy'], profile.top.map((entry) => [`\`${entry.function}\``, entry.location, ms(entry.self_ms), `${entry.percent.toFixed(1)} %`]), [false, false, true, true]));

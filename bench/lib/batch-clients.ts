@@ -7,7 +7,7 @@
 import { loadavg } from 'node:os';
 import type { Database } from '@duplex/shared';
 import { sleep } from './api.ts';
-import { WaitSampler, type WaitShare } from './pg-waits.ts';
+import { WaitSampler, type PostgresActivity } from './pg-waits.ts';
 import { cpuBetween, snapshotCpu, type CpuShare } from './process-cpu.ts';
 import { monotonicMicros, type ProfileWindow } from './profile-summary.ts';
 import { percentile } from './stats.ts';
@@ -38,6 +38,8 @@ export interface BatchLoadOptions {
   processNames: Map<number, string>;
   /** A connection to the Postgres under load, to sample what its backends do during the window. */
   db: Database;
+  /** Profile Postgres's statements in the window (needs pg_stat_statements loaded). */
+  statements?: boolean;
   log: (line: string) => void;
 }
 
@@ -63,7 +65,7 @@ export interface BatchLoadResult {
   abandoned: number;
   load_avg_1m: { start: number; end: number };
   cpu: CpuShare[];
-  postgres_waits: { samples: number; waits: WaitShare[] };
+  postgres_waits: PostgresActivity;
 }
 
 interface Answered {
@@ -121,7 +123,7 @@ export async function runBatchLoad(options: BatchLoadOptions): Promise<BatchLoad
     const fromWall = Date.now();
     const fromUs = monotonicMicros();
     const waitSampler = new WaitSampler(options.db);
-    waitSampler.start();
+    await waitSampler.start({ statements: options.statements });
     options.log(`measuring for ${options.durationMs} ms`);
     await sleep(options.durationMs);
     const to = performance.now();

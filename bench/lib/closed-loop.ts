@@ -8,7 +8,7 @@
 import { loadavg } from 'node:os';
 import type { TopologyHarness } from '@duplex/harness';
 import { sleep } from './api.ts';
-import { WaitSampler, type WaitShare } from './pg-waits.ts';
+import { WaitSampler, type PostgresActivity } from './pg-waits.ts';
 import { cpuBetween, processNames, snapshotCpu, type CpuShare } from './process-cpu.ts';
 import { monotonicMicros, type ProfileWindow } from './profile-summary.ts';
 import { CompletionWatcher, TaskFeed, TaskSubmitter } from './task-load.ts';
@@ -22,6 +22,8 @@ export interface ClosedLoopOptions {
   durationMs: number;
   /** How long the workers may take to see their last tasks end after the window. */
   drainTimeoutMs: number;
+  /** Profile Postgres's statements in the window (needs pg_stat_statements loaded). */
+  statements?: boolean;
   log: (line: string) => void;
 }
 
@@ -53,7 +55,7 @@ export interface ClosedLoopResult {
   load_avg_1m: { start: number; end: number };
   cpu: CpuShare[];
   /** What Postgres's client backends did during the window (sampled every 100 ms). */
-  postgres_waits: { samples: number; waits: WaitShare[] };
+  postgres_waits: PostgresActivity;
   /** The topology's processes by pid during the window (to name their CPU profiles). */
   process_names: Record<string, string>;
 }
@@ -96,7 +98,7 @@ export async function runClosedLoop(options: ClosedLoopOptions): Promise<ClosedL
     const from = Date.now();
     const fromUs = monotonicMicros();
     const waitSampler = new WaitSampler(harness.db);
-    waitSampler.start();
+    await waitSampler.start({ statements: options.statements });
     options.log(`measuring for ${options.durationMs} ms`);
     await sleep(options.durationMs);
     const to = Date.now();

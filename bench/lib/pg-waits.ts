@@ -6,12 +6,20 @@
  * where a commit's time goes (a lock that every commit takes shows up as `Lock: object`).
  */
 import type { Database } from '@duplex/shared';
+import { readStatements, resetStatements, type StatementProfile } from './pg-statements.ts';
 
 export interface WaitShare {
   /** `application: state / wait_event_type: wait_event` (`… / on CPU` when it waits for nothing). */
   what: string;
   /** Backends in that state, on average over the samples. */
   backends: number;
+}
+
+/** What Postgres did in a window: the sampled waits, and the statement profile when asked for. */
+export interface PostgresActivity {
+  samples: number;
+  waits: WaitShare[];
+  statements?: StatementProfile;
 }
 
 interface Row {
@@ -29,12 +37,16 @@ export class WaitSampler {
   private sampling: Promise<void> = Promise.resolve();
   private stopped = false;
 
+  private statements = false;
+
   constructor(
     private readonly db: Database,
     private readonly intervalMs = 100,
   ) {}
 
-  start(): void {
+  /** Starts sampling; with `statements`, also clears pg_stat_statements to profile the window. */
+  async start(options: { statements?: boolean } = {}): Promise<void> {
+    if (options.statements) this.statements = await resetStatements(this.db);
     const tick = (): void => {
       if (this.stopped) return;
       this.sampling = this.sample().finally(() => {
@@ -71,13 +83,14 @@ export class WaitSampler {
     }
   }
 
-  async stop(): Promise<{ samples: number; waits: WaitShare[] }> {
+  async stop(): Promise<PostgresActivity> {
     this.stopped = true;
     clearTimeout(this.timer);
     await this.sampling;
+    const statements = this.statements ? await readStatements(this.db) : undefined;
     const waits = [...this.counts]
       .map(([what, total]) => ({ what, backends: this.samples > 0 ? total / this.samples : 0 }))
       .sort((a, b) => b.backends - a.backends);
-    return { samples: this.samples, waits };
+    return { samples: this.samples, waits, ...(statements ? { statements } : {}) };
   }
 }

@@ -122,7 +122,7 @@ export class BenchSession {
    * Starts the whole topology (file backend unless `shape` says otherwise, a Postgres of its
    * own) as the run's current harness; `env` goes to every process on top of this process's environment.
    */
-  async startTopology(label: string, env: Record<string, string> = {}, shape: Pick<HarnessOptions, 'backend' | 'capacityBytes'> = {}): Promise<RunningTopology> {
+  async startTopology(label: string, env: Record<string, string> = {}, shape: Pick<HarnessOptions, 'backend' | 'capacityBytes' | 'postgresFlags'> = {}): Promise<RunningTopology> {
     if (this.stopping) await this.stopping;
     // Once the run is ending, a new harness would outlive it.
     if (this.cleanup) throw new Error('the run is ending');

@@ -31,6 +31,8 @@ export interface HarnessOptions {
   backend?: 'file' | 'memory';
   /** Run a Postgres of its own (embedded), so that it can be restarted. */
   ownPostgres?: boolean;
+  /** Settings for that Postgres's command line (`-c name=value` …). */
+  postgresFlags?: string[];
   /** Extra environment for every process (timings, log level). */
   env?: Record<string, string>;
   /**
@@ -91,7 +93,7 @@ export class TopologyHarness {
   private async boot(): Promise<void> {
     if (this.options.ownPostgres) {
       const port = await freePort();
-      this.postgres = await startEmbeddedPostgres({ dataDir: join(this.directory, 'postgres'), port });
+      this.postgres = await startEmbeddedPostgres({ dataDir: join(this.directory, 'postgres'), port, flags: this.options.postgresFlags });
       this.databaseUrl = this.postgres.adminUrl;
       this.db = createDatabase(this.databaseUrl, { poolMax: 4 });
     } else {

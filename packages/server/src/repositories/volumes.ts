@@ -19,11 +19,15 @@ export async function applySettleActions(db: Queryable, storageSystemId: string,
   const cleared = of('clear-device');
 
   if (confirmed.length > 0) {
+    // `task_id = any(…)` makes the reservations index (volumes_reserved_by_task) find the rows;
+    // a join on the input alone was planned as a scan of every volume.
+    const taskIds = confirmed.map((step) => step.taskId);
     await db.raw(
       `update volumes v set state = 'present', size_bytes = coalesce(c.size_bytes, v.size_bytes), updated_at = now()
-         from jsonb_to_recordset(?::jsonb) as c(task_id text, size_bytes bigint)
-        where v.storage_system_id = ? and v.task_id = c.task_id and v.state = 'creating'`,
-      [JSON.stringify(confirmed.map((step) => ({ task_id: step.taskId, size_bytes: step.sizeBytes ?? null }))), storageSystemId],
+         from unnest(?::text[], ?::bigint[]) as c(task_id, size_bytes)
+        where v.storage_system_id = ? and v.task_id = any(?::text[]) and v.task_id = c.task_id and v.state = 'creating'`,
+      // knex's binding type has no arrays with nulls; node-postgres sends a null element as NULL.
+      [taskIds, confirmed.map((step) => step.sizeBytes ?? null) as number[], storageSystemId, taskIds],
     );
   }
   if (released.length > 0) {
