@@ -2,14 +2,15 @@ export interface GroupCommitOptions<Item> {
   /** The most items one commit takes. */
   maxBatch: number;
   /**
-   * Items with the same key never share a commit: the later one goes in the next, where it
-   * sees what the first one committed. Without it, any items may share a commit.
+   * Items with the same key never share a commit, nor run in two commits at once: the later one
+   * goes in a commit that starts after the first one's has ended, and sees what it committed.
+   * Without it, any items may share a commit.
    */
   keyOf?: (item: Item) => string;
   /**
-   * How many commits may run at once (default 1). More lets the queue carry more than one
-   * commit's worth of items per round trip; it must stay 1 when keys are given, since a later
-   * commit has to see what an earlier one with the same key committed.
+   * How many commits may run at once (default 1). More lets an item that arrives during a
+   * commit start its own at once rather than wait for that one's end, and lets the queue carry
+   * more than one commit's worth of items per round trip.
    */
   maxInFlight?: number;
 }
@@ -24,6 +25,8 @@ export interface GroupCommitOptions<Item> {
 export class GroupCommitQueue<Item, Outcome> {
   private waiting: { item: Item; resolve: (outcome: Outcome) => void; reject: (error: unknown) => void }[] = [];
   private inFlight = 0;
+  /** The keys of the items in the commits under way. */
+  private readonly keysInFlight = new Set<string>();
   private readonly maxInFlight: number;
 
   constructor(
@@ -31,7 +34,6 @@ export class GroupCommitQueue<Item, Outcome> {
     private readonly options: GroupCommitOptions<Item>,
   ) {
     this.maxInFlight = options.maxInFlight ?? 1;
-    if (options.keyOf && this.maxInFlight !== 1) throw new RangeError('a queue with keys commits one batch at a time');
   }
 
   add(item: Item): Promise<Outcome> {
@@ -45,8 +47,13 @@ export class GroupCommitQueue<Item, Outcome> {
   private startCommits(): void {
     while (this.inFlight < this.maxInFlight && this.waiting.length > 0) {
       const batch = this.takeBatch();
+      // Everything that waits has a key in a commit under way: its end starts the next.
+      if (batch.length === 0) return;
+      const keys = this.options.keyOf ? batch.map((entry) => this.options.keyOf!(entry.item)) : [];
+      for (const key of keys) this.keysInFlight.add(key);
       this.inFlight += 1;
       void this.commitBatch(batch).finally(() => {
+        for (const key of keys) this.keysInFlight.delete(key);
         this.inFlight -= 1;
         this.startCommits();
       });
@@ -62,7 +69,7 @@ export class GroupCommitQueue<Item, Outcome> {
     }
   }
 
-  /** The oldest waiting items, up to maxBatch, with no key twice. */
+  /** The oldest waiting items, up to maxBatch, with no key twice and none in a commit under way. */
   private takeBatch(): typeof this.waiting {
     const { maxBatch, keyOf } = this.options;
     if (!keyOf) return this.waiting.splice(0, maxBatch);
@@ -71,7 +78,7 @@ export class GroupCommitQueue<Item, Outcome> {
     const rest: typeof this.waiting = [];
     for (const entry of this.waiting) {
       const key = keyOf(entry.item);
-      if (batch.length < maxBatch && !keys.has(key)) {
+      if (batch.length < maxBatch && !keys.has(key) && !this.keysInFlight.has(key)) {
         keys.add(key);
         batch.push(entry);
       } else rest.push(entry);

@@ -14,6 +14,8 @@ export interface SubmissionResult {
   accepted: TaskRow[];
   /** Per task id, the catalog problem that refused it; refused tasks leave nothing behind. */
   refused: Map<string, ProblemError>;
+  /** The idempotency keys a task already held: their submissions were left out, unchecked. */
+  taken: Set<string>;
 }
 
 /**
@@ -23,8 +25,13 @@ export interface SubmissionResult {
  *
  * Each check sees the catalog as it was before the statement, except that two tasks of the
  * batch cannot create the same name or delete the same volume (the first in the batch wins).
- * A task whose check fails is not inserted. An idempotency key already taken fails the whole
- * statement (isIdempotencyKeyTaken): the caller looked the keys up just before, so that is a race.
+ * Names are reserved in the order of the catalog's key, so that two statements reserving some
+ * of the same names wait for each other rather than deadlock.
+ * A task whose check fails is not inserted. A task whose idempotency key a task already holds
+ * is left out before any check (`taken`): the caller answers it with that task. A key taken by
+ * a transaction that commits while this statement runs fails the whole statement
+ * (isIdempotencyKeyTaken), as two statements that wait for each other's locks do
+ * (isRetryableSubmission): the statement can then run again as it is.
  *
  * The event feeds are not woken from inside the statement (see recordTransitions'
  * `notifyAfterCommit`): the caller wakes them with notifyEventsCommitted once it has committed.
@@ -34,15 +41,19 @@ export interface SubmissionResult {
  * inserted here is new, so no change of it can have been committed before this one.
  */
 export async function acceptSubmissions(db: Queryable, list: Submission[]): Promise<SubmissionResult> {
-  if (list.length === 0) return { accepted: [], refused: new Map() };
+  if (list.length === 0) return { accepted: [], refused: new Map(), taken: new Set() };
   // knex's binding type has no arrays with nulls; node-postgres sends a null element as NULL.
   const column = (value: (item: Submission) => string | number | boolean | null | undefined): string[] => list.map((item) => value(item) ?? null) as string[];
-  const { rows } = await db.raw<{ rows: { missing: string[]; marked: string[]; reserved: string[]; created_ms: string | number }[] }>(
-    `with input as (
+  const { rows } = await db.raw<{ rows: { taken: string[]; missing: string[]; marked: string[]; reserved: string[]; created_ms: string | number }[] }>(
+    `with given as (
        select * from unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[],
                             ?::text[], ?::text[], ?::boolean[], ?::text[], ?::text[], ?::bigint[]) with ordinality
          as i(id, idempotency_key, request_hash, request_id, traceparent, kind, storage_system_id, device, params, server_id,
               must_device, must_name, mark_deleting, reserve_device, reserve_name, reserve_size, position)
+     ), taken as (
+       select t.idempotency_key from given g join tasks t on t.idempotency_key = g.idempotency_key
+     ), input as (
+       select * from given g where not exists (select 1 from taken where taken.idempotency_key = g.idempotency_key)
      ), missing as (
        select i.id from input i
         where i.must_name is not null and not i.mark_deleting
@@ -57,7 +68,7 @@ export async function acceptSubmissions(db: Queryable, list: Submission[]): Prom
        insert into volumes (storage_system_id, device, name, size_bytes, state, task_id)
        select storage_system_id, reserve_device, reserve_name, reserve_size, 'creating', id
          from input where reserve_name is not null and id not in (select id from missing)
-        order by position
+        order by storage_system_id, reserve_device, reserve_name, position
        on conflict (storage_system_id, device, name) do nothing
     returning task_id
      ), accepted as (
@@ -77,7 +88,7 @@ export async function acceptSubmissions(db: Queryable, list: Submission[]): Prom
               jsonb_build_object('task_id', id, 'state', 'queued', 'attempt', 0, 'agent_id', null, 'server_id', server_id)
          from accepted cross join quiet order by position
      )
-     select array(select id from missing) as missing, array(select id from marked) as marked, array(select task_id from reserved) as reserved,
+     select array(select idempotency_key from taken) as taken, array(select id from missing) as missing, array(select id from marked) as marked, array(select task_id from reserved) as reserved,
             extract(epoch from now()) * 1000 as created_ms`,
     [
       column((item) => item.task.id),
@@ -99,6 +110,7 @@ export async function acceptSubmissions(db: Queryable, list: Submission[]): Prom
     ],
   );
   const result = rows[0]!;
+  const taken = new Set(result.taken);
   const missing = new Set(result.missing);
   const marked = new Set(result.marked);
   const reserved = new Set(result.reserved);
@@ -108,19 +120,24 @@ export async function acceptSubmissions(db: Queryable, list: Submission[]): Prom
   const refused = new Map<string, ProblemError>();
   for (const { task, effect } of list) {
     const { mustExist, reserve } = effect;
+    if (taken.has(task.idempotency_key!)) continue;
     if (mustExist && (missing.has(task.id) || (effect.markDeleting === true && !marked.has(task.id)))) {
       refused.set(task.id, volumeNotFound(mustExist.device, mustExist.name));
     } else if (reserve && !reserved.has(task.id)) {
       refused.set(task.id, new ProblemError('volume-exists', `a volume named '${reserve.name}' already exists on device '${reserve.device}'`));
     } else accepted.push(queuedRow(task, createdAt));
   }
-  return { accepted, refused };
+  return { accepted, refused, taken };
 }
 
-/** Whether an error is acceptSubmissions finding an idempotency key already taken. */
-export function isIdempotencyKeyTaken(error: unknown): boolean {
+/**
+ * Whether acceptSubmissions failed in a way that running it again can get past: a key taken by
+ * a transaction that committed meanwhile, or a deadlock with a concurrent statement (two
+ * batches reserving the same volume names in different orders).
+ */
+export function isRetryableSubmission(error: unknown): boolean {
   const { code, constraint } = (error ?? {}) as { code?: unknown; constraint?: unknown };
-  return code === '23505' && constraint === 'tasks_idempotency_key_unique';
+  return (code === '23505' && constraint === 'tasks_idempotency_key_unique') || code === '40P01';
 }
 
 // Each field by name: spreading the new task into a row with a dozen more fields made V8 build

@@ -5,7 +5,7 @@ import type { ServerMetrics } from '../metrics.ts';
 import { devicesOf, requestHash, unusableDevice, settleCatalogActions, submitCatalogEffect, type SettleAction, type TaskRequest } from '../lib/task-rules.ts';
 import { GroupCommitQueue } from '../lib/group-commit.ts';
 import * as tasks from '../repositories/tasks.ts';
-import { acceptSubmissions, isIdempotencyKeyTaken, type SubmissionResult } from '../repositories/submissions.ts';
+import { acceptSubmissions, isRetryableSubmission, type Submission, type SubmissionResult } from '../repositories/submissions.ts';
 import { applySettleActions } from '../repositories/volumes.ts';
 
 /** Has the volume catalog follow tasks that just succeeded or failed. */
@@ -37,8 +37,18 @@ export interface SubmitItem {
 /** The most single submissions committed together. */
 const maxSubmissionsPerCommit = 500;
 
-/** How many times a batch is committed again after another request took one of its keys. */
-const maxKeyRaces = 5;
+/**
+ * Commits of single submissions under way at once. A submission that arrives during a commit
+ * starts the next at once instead of waiting for that one's end (about a round trip and a WAL
+ * flush); more than a few would only split the same work into more, smaller statements.
+ */
+const submissionCommitsInFlight = 2;
+
+/** How many times a batch's statement may run before its leftovers are answered "retry". */
+const maxCommitAttempts = 5;
+
+/** A submission that passed the checks made in the server, with where its outcome goes. */
+type FreshSubmission = Submission & { index: number };
 
 /**
  * Accepting, cancelling and completing tasks. Each change commits the task, the volume
@@ -47,11 +57,13 @@ const maxKeyRaces = 5;
 export class TaskService {
   /**
    * Single submissions that arrive together commit together. Two under one idempotency key
-   * never share a commit: the later one finds the first one's task and is answered as a replay.
+   * never share a commit nor run in two at once: the later one finds the first one's task and
+   * is answered as a replay.
    */
   private readonly queue = new GroupCommitQueue<SubmitItem, BatchOutcome>((items) => this.submitMany(items), {
     maxBatch: maxSubmissionsPerCommit,
     keyOf: (item) => item.idempotencyKey,
+    maxInFlight: submissionCommitsInFlight,
   });
 
   constructor(
@@ -70,83 +82,93 @@ export class TaskService {
   }
 
   /**
-   * Accepts many tasks at once, each under its own idempotency key: one query finds the keys
-   * already used, and one statement (its own transaction) inserts the rest with their catalog
-   * checks, history and events. Each task is accepted, replayed or refused on its own.
+   * Accepts many tasks at once, each under its own idempotency key, in one statement (its own
+   * transaction) that also finds the keys already used and leaves those tasks out: one round
+   * trip in the usual case. Each task is accepted, replayed or refused on its own.
    */
   async submitMany(items: SubmitItem[]): Promise<BatchOutcome[]> {
-    // `params` may be left out for kinds that take none; it means the same as {}.
-    const requests = items.map((item) => ({ ...item.request, params: item.request.params ?? {} }) as TaskRequest);
-    const hashes = requests.map(requestHash);
-    const outcomes: (BatchOutcome | undefined)[] = new Array(requests.length);
-    const existing = await tasks.findTasksByIdempotencyKeys(this.db, items.map((item) => item.idempotencyKey), this.idempotencyKeyTtlHours);
-    const fresh: { index: number; task: tasks.NewTask; request: TaskRequest }[] = [];
+    const outcomes: (BatchOutcome | undefined)[] = new Array(items.length);
+    const fresh: FreshSubmission[] = [];
+    const refusedHere: { index: number; key: string; hash: string; problem: ProblemError }[] = [];
     const keysInBatch = new Set<string>();
-    requests.forEach((request, index) => {
-      const { idempotencyKey: key, requestId, traceparent } = items[index]!;
-      const held = existing.get(key);
-      if (held) return void (outcomes[index] = this.replayOutcome(held, hashes[index]!));
+    items.forEach((item, index) => {
+      // `params` may be left out for kinds that take none; it means the same as {}.
+      const request = { ...item.request, params: item.request.params ?? {} } as TaskRequest;
+      const { idempotencyKey: key, requestId, traceparent } = item;
       if (keysInBatch.has(key)) return void (outcomes[index] = { problem: new ProblemError('idempotency-key-in-use', `key '${key}' is used twice in this request`) });
       keysInBatch.add(key);
+      const hash = requestHash(request);
       try {
         this.checkAgainstInventory(request);
       } catch (error) {
-        if (error instanceof ProblemError) return void (outcomes[index] = { problem: error });
-        throw error;
+        if (!(error instanceof ProblemError)) throw error;
+        return void refusedHere.push({ index, key, hash, problem: error });
       }
-      fresh.push({
-        index,
-        request,
-        task: {
-          id: newTaskId(),
-          idempotency_key: key,
-          request_hash: hashes[index]!,
-          request_id: requestId,
-          traceparent: traceparent ?? null,
-          kind: request.kind,
-          storage_system_id: request.storage_system_id,
-          device: request.device,
-          params: request.params ?? {},
-          server_id: this.serverId,
-        },
-      });
+      const task: tasks.NewTask = {
+        id: newTaskId(),
+        idempotency_key: key,
+        request_hash: hash,
+        request_id: requestId,
+        traceparent: traceparent ?? null,
+        kind: request.kind,
+        storage_system_id: request.storage_system_id,
+        device: request.device,
+        params: request.params ?? {},
+        server_id: this.serverId,
+      };
+      fresh.push({ index, task, effect: submitCatalogEffect(request) });
     });
 
-    // A key taken since the lookup above fails the statement: answer those tasks as replays of
-    // what took their keys, and commit the rest again.
-    let pending = fresh;
-    let committed: SubmissionResult = { accepted: [], refused: new Map() };
-    for (let attempt = 1; pending.length > 0; attempt++) {
-      try {
-        committed = await acceptSubmissions(this.db, pending.map((item) => ({ task: item.task, effect: submitCatalogEffect(item.request) })));
-        break;
-      } catch (error) {
-        if (!isIdempotencyKeyTaken(error)) throw error;
-        if (attempt === maxKeyRaces) break;
-        const taken = await tasks.findTasksByIdempotencyKeys(this.db, pending.map((item) => item.task.idempotency_key!), this.idempotencyKeyTtlHours);
-        pending = pending.filter((item) => !taken.has(item.task.idempotency_key!));
+    // A key already used is answered with its task, whatever the inventory says now.
+    if (refusedHere.length > 0) {
+      const held = await tasks.findTasksByIdempotencyKeys(this.db, refusedHere.map((item) => item.key), this.idempotencyKeyTtlHours);
+      for (const item of refusedHere) {
+        const holder = held.get(item.key);
+        outcomes[item.index] = holder ? this.replayOutcome(holder, item.hash) : { problem: item.problem };
       }
     }
-    if (committed.accepted.length > 0) void tasks.notifyEventsCommitted(this.db);
-    const accepted = new Map(committed.accepted.map((row) => [row.id, row]));
-    const { refused } = committed;
 
-    // Keys another request took meanwhile are answered with what that request made, refused ones
-    // too: a concurrent retry of this request reserved the same volume names first.
-    const raced = fresh.filter((item) => !accepted.has(item.task.id));
-    const winners = await tasks.findTasksByIdempotencyKeys(this.db, raced.map((item) => item.task.idempotency_key!), this.idempotencyKeyTtlHours);
-    for (const item of fresh) {
-      const row = accepted.get(item.task.id);
-      const problem = refused.get(item.task.id);
-      const winner = winners.get(item.task.idempotency_key!);
-      if (row) {
-        outcomes[item.index] = { task: row, replayed: false };
-        this.metrics?.submitted(row.kind);
-      } else if (winner) outcomes[item.index] = this.replayOutcome(winner, item.task.request_hash);
-      else if (problem) outcomes[item.index] = { problem };
-      else outcomes[item.index] = { problem: new ProblemError('idempotency-key-in-use', 'a request with this Idempotency-Key is still being processed; retry') };
-    }
+    let pending = fresh;
+    for (let attempt = 1; pending.length > 0 && attempt <= maxCommitAttempts; attempt++) pending = await this.commitFresh(pending, outcomes);
+    for (const item of pending) outcomes[item.index] = { problem: new ProblemError('idempotency-key-in-use', 'a request with this Idempotency-Key is still being processed; retry') };
     return outcomes as BatchOutcome[];
+  }
+
+  /**
+   * One commit of fresh submissions, answering each in `outcomes`; returns those to commit
+   * again: keys held by tasks past the idempotency TTL (released by the lookup), and all of
+   * them after a statement that can be run again failed.
+   */
+  private async commitFresh(pending: FreshSubmission[], outcomes: (BatchOutcome | undefined)[]): Promise<FreshSubmission[]> {
+    let result: SubmissionResult | undefined;
+    try {
+      result = await acceptSubmissions(this.db, pending);
+    } catch (error) {
+      if (!isRetryableSubmission(error)) throw error;
+    }
+    if (result && result.accepted.length > 0) void tasks.notifyEventsCommitted(this.db);
+    const accepted = new Map(result?.accepted.map((row) => [row.id, row]));
+    for (const item of pending) {
+      const row = accepted.get(item.task.id);
+      if (!row) continue;
+      outcomes[item.index] = { task: row, replayed: false };
+      this.metrics?.submitted(row.kind);
+    }
+    // The others may have a task under their key: one made before (the statement left it out),
+    // or one a concurrent retry of the same request made first (which made this one's catalog
+    // check fail, or the statement). Those are answered with that task.
+    const unsettled = pending.filter((item) => !accepted.has(item.task.id));
+    if (unsettled.length === 0) return [];
+    const holders = await tasks.findTasksByIdempotencyKeys(this.db, unsettled.map((item) => item.task.idempotency_key!), this.idempotencyKeyTtlHours);
+    const again: FreshSubmission[] = [];
+    for (const item of unsettled) {
+      const holder = holders.get(item.task.idempotency_key!);
+      const problem = result?.refused.get(item.task.id);
+      if (holder) outcomes[item.index] = this.replayOutcome(holder, item.task.request_hash);
+      else if (problem) outcomes[item.index] = { problem };
+      else again.push(item);
+    }
+    return again;
   }
 
   private replayOutcome(existing: tasks.TaskRow, hash: string): BatchOutcome {

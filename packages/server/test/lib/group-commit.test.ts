@@ -71,8 +71,18 @@ describe('GroupCommitQueue', () => {
     assert.deepEqual(await Promise.all(answers), ['done a', 'done b', 'done c', 'done d', 'done e']);
   });
 
-  it('refuses keys with more than one commit in flight', () => {
-    assert.throws(() => new GroupCommitQueue(async () => [], { maxBatch: 10, keyOf: String, maxInFlight: 2 }), RangeError);
+  it('with keys and several commits in flight, starts a key only once its commit under way has ended', async () => {
+    const { queue, commits, release } = heldQueue({ maxBatch: 10, keyOf: (item) => item, maxInFlight: 3 });
+    const answers = ['k', 'k', 'm', 'k'].map((item) => queue.add(item));
+    assert.deepEqual(commits, [['k'], ['m']], 'the second k waits for the first; m does not wait for either');
+    await release();
+    assert.deepEqual(commits, [['k'], ['m'], ['k']], 'the first k ended: the second starts, the third waits for it');
+    await release();
+    assert.deepEqual(commits, [['k'], ['m'], ['k']], 'm ended: no k may start yet');
+    await release();
+    assert.deepEqual(commits, [['k'], ['m'], ['k'], ['k']]);
+    await release();
+    assert.deepEqual(await Promise.all(answers), ['done k', 'done k', 'done m', 'done k']);
   });
 
   it('fails only the items of a failed commit, goes on with the next, and commits at once again when idle', async () => {

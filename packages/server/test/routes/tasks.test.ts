@@ -209,6 +209,22 @@ describe('tasks', () => {
       assert.equal(again.json().state, 'cancelled');
     });
 
+    it('a replay is answered with its task even when the inventory would now refuse the request', async () => {
+      const agent = await registerAgent(server.app, { name: 'ss3-c0-A', storage_system_id: 'ss3' });
+      holdDispatch(server.app, agent);
+      await reportInventory(server.app, agent, inventoryReport({ storage_system_id: 'ss3', devices: [device('f0', 'c0')] }));
+      const key = newKey();
+      const body: TaskRequest = { kind: 'volume.create', storage_system_id: 'ss3', device: 'f0', params: { name: 'kept', size_bytes: MiB } };
+      const first = await acceptedTask(server.app, body, key);
+      await reportInventory(server.app, agent, inventoryReport({ storage_system_id: 'ss3', version: 2, devices: [device('f0', 'c0', { state: 'unavailable', reason: 'pulled' })] }));
+      const again = await submitTask(server.app, body, key);
+      assert.equal(again.statusCode, 202, again.body);
+      assert.equal(again.headers['idempotent-replayed'], 'true');
+      assert.equal(again.json().id, first.id);
+      assertProblem(await submitTask(server.app, { ...body, params: { name: 'other', size_bytes: MiB } }, newKey()), 422, 'device-unavailable');
+      assert.equal(Number((await server.db('tasks').where({ storage_system_id: 'ss3' }).count<{ count: string }[]>({ count: '*' }))[0]?.count), 1);
+    });
+
     it('a key is forgotten once it expires (24 hours by default), so it can name a new request', async () => {
       const key = newKey();
       const old = await acceptedTask(server.app, { kind: 'device.probe', storage_system_id: 'ss1', device: 'd0' }, key);
