@@ -29,9 +29,9 @@ export interface SubmissionResult {
  * of the same names wait for each other rather than deadlock.
  * A task whose check fails is not inserted. A task whose idempotency key a task already holds
  * is left out before any check (`taken`): the caller answers it with that task. A key taken by
- * a transaction that commits while this statement runs fails the whole statement
- * (isIdempotencyKeyTaken), as two statements that wait for each other's locks do
- * (isRetryableSubmission): the statement can then run again as it is.
+ * a transaction that commits while this statement runs fails the whole statement, as a
+ * deadlock with another statement does; isRetryableSubmission tells both, and the statement
+ * can then run again as it is.
  *
  * The event feeds are not woken from inside the statement (see recordTransitions'
  * `notifyAfterCommit`): the caller wakes them with notifyEventsCommitted once it has committed.

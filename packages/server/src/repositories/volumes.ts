@@ -54,11 +54,10 @@ export async function applySettleActions(db: Queryable, storageSystemId: string,
     );
   }
   if (resized.length > 0) {
-    const [devices, names, ...rest] = byKey(storageSystemId, resized.map((step) => step.volume));
     await db.raw(
       `update volumes v set size_bytes = r.size_bytes, updated_at = now() from unnest(?::text[], ?::text[], ?::bigint[]) as r(device, name, size_bytes)
         where v.storage_system_id = ? and v.device = any(?::text[]) and v.name = any(?::text[]) and v.device = r.device and v.name = r.name`,
-      [devices, names, resized.map((step) => step.sizeBytes), ...rest],
+      byKey(storageSystemId, resized.map((step) => step.volume), resized.map((step) => step.sizeBytes)),
     );
   }
   // Last, so a volume created before the format in the same batch is removed too. Task ids
@@ -74,13 +73,14 @@ export async function applySettleActions(db: Queryable, storageSystemId: string,
 }
 
 /**
- * The bindings that find volumes by their key: each volume's device and name (to pair them),
- * then the storage system and the same lists again (for the index).
+ * The bindings that find volumes by their key: each volume's device and name (to pair them,
+ * with a value per volume when given), then the storage system and the same lists again (for
+ * the index).
  */
-function byKey(storageSystemId: string, volumes: VolumeRef[]): [string[], string[], string, string[], string[]] {
+function byKey(storageSystemId: string, volumes: VolumeRef[], values?: number[]): (string | string[] | number[])[] {
   const devices = volumes.map((volume) => volume.device);
   const names = volumes.map((volume) => volume.name);
-  return [devices, names, storageSystemId, devices, names];
+  return [devices, names, ...(values ? [values] : []), storageSystemId, devices, names];
 }
 
 /** The problem that refuses a task naming a volume the catalog does not hold. */
