@@ -48,9 +48,10 @@ export class TaskRunner {
   private readonly inHand = new Set<string>();
   /** Per device, in dispatch order, the attempts that have not gone to the driver yet. */
   private readonly queued = new Map<string, TaskDispatch[]>();
-  /** Devices with attempts at the driver: their next attempts wait for these to be answered. */
-  private readonly busy = new Set<string>();
-  /** Per busy device, how many of its attempts at the driver have no answer yet. */
+  /**
+   * Per device with attempts at the driver, how many of them have no answer yet: its next
+   * attempts wait until all of these are answered.
+   */
   private readonly inFlight = new Map<string, number>();
   private readonly driver: JsonClient;
   private readonly abort = new AbortController();
@@ -102,11 +103,11 @@ export class TaskRunner {
     if (this.abort.signal.aborted) return;
     const batch: TaskDispatch[] = [];
     for (const [device, queue] of this.queued) {
-      if (this.busy.has(device)) continue;
+      if (this.inFlight.has(device)) continue;
       if (batch.length >= maxBatchSize) break;
       const taken = queue.splice(0, maxBatchSize - batch.length);
       if (queue.length === 0) this.queued.delete(device);
-      this.busy.add(device);
+      this.inFlight.set(device, taken.length);
       batch.push(...taken);
     }
     if (batch.length === 0) return;
@@ -122,13 +123,11 @@ export class TaskRunner {
     const left = (this.inFlight.get(dispatch.device) ?? 1) - 1;
     if (left > 0) return void this.inFlight.set(dispatch.device, left);
     this.inFlight.delete(dispatch.device);
-    this.busy.delete(dispatch.device);
     this.pump();
   }
 
   /** Runs attempts through the driver until each has an answer; reports each. */
   private async runBatch(batch: TaskDispatch[]): Promise<void> {
-    for (const dispatch of batch) this.inFlight.set(dispatch.device, (this.inFlight.get(dispatch.device) ?? 0) + 1);
     // Each run is a span of its task's trace (a new trace for a task submitted without one); the
     // driver call and the reports carry it, so every hop logs under the task's trace id.
     let pending: Run[] = batch.map((dispatch) => {

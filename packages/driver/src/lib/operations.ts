@@ -23,16 +23,16 @@ const paramsOf: Record<ExecutionKind, { required: ParamName[]; optional: ParamNa
   'device.probe': { required: [], optional: [] },
 };
 
-/**
- * Checks an execution request beyond what the contract can say (which parameters each kind
- * takes, and safe names) before anything touches a device. Refusals are 400 problems.
- */
 /** The devices an execution works on, in the order they are held: its device, and a copy's other target. */
 export function devicesOf(request: ExecutionRequest): string[] {
   const target = request.kind === 'volume.copy' ? request.params.target_device : undefined;
   return target && target !== request.device ? [request.device, target] : [request.device];
 }
 
+/**
+ * Checks an execution request beyond what the contract can say (which parameters each kind
+ * takes, and safe names) before anything touches a device. Refusals are 400 problems.
+ */
 export function parseOperation(request: ExecutionRequest): Operation {
   if (!taskIdPattern.test(request.task_id)) {
     throw invalid('task_id', `must match ${taskIdPattern.source}`);

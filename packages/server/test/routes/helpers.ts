@@ -154,6 +154,17 @@ export async function setUpStorageSystem(app: FastifyInstance, agentUrl: string)
   return { c0, c1 };
 }
 
+/**
+ * A server with storage system ss1 (setUpStorageSystem) whose agents are held unreachable:
+ * the tasks it accepts stay `queued`, so tests see stable states.
+ */
+export async function startServerHoldingDispatch(): Promise<TestServer> {
+  const server = await startServer();
+  const { c0, c1 } = await setUpStorageSystem(server.app, 'http://127.0.0.1:9');
+  holdDispatch(server.app, c0, c1);
+  return server;
+}
+
 /** Keeps the dispatcher from routing to these agents, so submitted tasks stay queued. */
 export function holdDispatch(app: FastifyInstance, ...agentIds: string[]): void {
   for (const id of agentIds) app.duplex.agents.markUnreachable(id, Number.POSITIVE_INFINITY);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { ServerApi } from '@duplex/contracts';
-import { MiB, holdDispatch, newKey, setUpStorageSystem, startServer, stopServer, type TestServer } from './helpers.ts';
+import { MiB, newKey, startServerHoldingDispatch, stopServer, type TestServer } from './helpers.ts';
 
 type BatchResult = ServerApi.components['schemas']['TaskBatchResult'];
 
@@ -10,9 +10,7 @@ describe('POST /v1/tasks:batch sent several times at once', () => {
   let server: TestServer;
 
   before(async () => {
-    server = await startServer();
-    const { c0, c1 } = await setUpStorageSystem(server.app, 'http://127.0.0.1:9');
-    holdDispatch(server.app, c0, c1);
+    server = await startServerHoldingDispatch();
   });
   after(() => stopServer(server));
 

@@ -5,12 +5,10 @@ import {
   MiB,
   assertProblem,
   historyOf,
-  holdDispatch,
   insertVolume,
   newKey,
-  setUpStorageSystem,
   snapshot,
-  startServer,
+  startServerHoldingDispatch,
   stopServer,
   taskRow,
   volumeRow,
@@ -25,9 +23,7 @@ describe('POST /v1/tasks:batch', () => {
   let server: TestServer;
 
   before(async () => {
-    server = await startServer();
-    const { c0, c1 } = await setUpStorageSystem(server.app, 'http://127.0.0.1:9');
-    holdDispatch(server.app, c0, c1);
+    server = await startServerHoldingDispatch();
     for (const name of ['batch-del', 'batch-res']) await insertVolume(server.db, 'd0', name, 4 * MiB);
   });
   after(() => stopServer(server));

@@ -1,15 +1,13 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { MiB, assertProblem, historyOf, holdDispatch, newKey, setUpStorageSystem, startServer, stopServer, submitTask, volumeRow, type Task, type TestServer } from './helpers.ts';
+import { MiB, assertProblem, historyOf, newKey, startServerHoldingDispatch, stopServer, submitTask, volumeRow, type Task, type TestServer } from './helpers.ts';
 
 // Single submissions that arrive together are committed together; each is still answered on its own.
 describe('POST /v1/tasks under concurrent submissions', () => {
   let server: TestServer;
 
   before(async () => {
-    server = await startServer();
-    const { c0, c1 } = await setUpStorageSystem(server.app, 'http://127.0.0.1:9');
-    holdDispatch(server.app, c0, c1);
+    server = await startServerHoldingDispatch();
   });
   after(() => stopServer(server));
 
