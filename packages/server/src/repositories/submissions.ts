@@ -1,6 +1,6 @@
 import { ProblemError, type Queryable } from '@duplex/shared';
 import type { SubmitCatalogEffect } from '../lib/task-rules.ts';
-import { notifyAfterCommitCte, type NewTask, type TaskRow } from './tasks.ts';
+import type { NewTask, TaskRow } from './tasks.ts';
 import { volumeNotFound } from './volumes.ts';
 
 /** A task to accept, with what it needs of the volume catalog. */
@@ -33,6 +33,9 @@ export interface SubmissionResult {
  * deadlock with another statement does; isRetryableSubmission tells both, and the statement
  * can then run again as it is.
  *
+ * The statement is the function duplex_accept_submissions (migration
+ * 20261207000600_accept_submissions_function), which Postgres plans once per connection.
+ *
  * The event feeds are not woken from inside the statement (see recordTransitions'
  * `notifyAfterCommit`): the caller wakes them with notifyEventsCommitted once it has committed.
  *
@@ -44,52 +47,9 @@ export async function acceptSubmissions(db: Queryable, list: Submission[]): Prom
   if (list.length === 0) return { accepted: [], refused: new Map(), taken: new Set() };
   // knex's binding type has no arrays with nulls; node-postgres sends a null element as NULL.
   const column = (value: (item: Submission) => string | number | boolean | null | undefined): string[] => list.map((item) => value(item) ?? null) as string[];
-  const { rows } = await db.raw<{ rows: { taken: string[]; missing: string[]; marked: string[]; reserved: string[]; created_ms: string | number }[] }>(
-    `with given as (
-       select * from unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[],
-                            ?::text[], ?::text[], ?::boolean[], ?::text[], ?::text[], ?::bigint[]) with ordinality
-         as i(id, idempotency_key, request_hash, request_id, traceparent, kind, storage_system_id, device, params, server_id,
-              must_device, must_name, mark_deleting, reserve_device, reserve_name, reserve_size, position)
-     ), taken as (
-       select t.idempotency_key from given g join tasks t on t.idempotency_key = g.idempotency_key
-     ), input as (
-       select * from given g where not exists (select 1 from taken where taken.idempotency_key = g.idempotency_key)
-     ), missing as (
-       select i.id from input i
-        where i.must_name is not null and not i.mark_deleting
-          and not exists (select 1 from volumes v where v.storage_system_id = i.storage_system_id and v.device = i.must_device and v.name = i.must_name and v.state = 'present')
-     ), marked as (
-       update volumes v set state = 'deleting', task_id = w.id, updated_at = now()
-         from (select distinct on (storage_system_id, must_device, must_name) id, storage_system_id, must_device, must_name
-                 from input where mark_deleting order by storage_system_id, must_device, must_name, position) w
-        where v.storage_system_id = w.storage_system_id and v.device = w.must_device and v.name = w.must_name and v.state = 'present'
-    returning w.id
-     ), reserved as (
-       insert into volumes (storage_system_id, device, name, size_bytes, state, task_id)
-       select storage_system_id, reserve_device, reserve_name, reserve_size, 'creating', id
-         from input where reserve_name is not null and id not in (select id from missing)
-        order by storage_system_id, reserve_device, reserve_name, position
-       on conflict (storage_system_id, device, name) do nothing
-    returning task_id
-     ), accepted as (
-       select i.* from input i
-        where i.id not in (select id from missing)
-          and (not i.mark_deleting or i.id in (select id from marked))
-          and (i.reserve_name is null or i.id in (select task_id from reserved))
-     ), inserted as (
-       insert into tasks (id, idempotency_key, request_hash, request_id, traceparent, kind, storage_system_id, device, params, server_id, state)
-       select id, idempotency_key, request_hash, request_id, traceparent, kind, storage_system_id, device, params::jsonb, server_id, 'queued'
-         from accepted
-     ), history as (
-       insert into task_history (task_id, state, attempt) select id, 'queued', 0 from accepted order by position
-     ), ${notifyAfterCommitCte}, events as (
-       insert into events (type, storage_system_id, task_id, payload)
-       select 'task.state_changed', storage_system_id, id,
-              jsonb_build_object('task_id', id, 'state', 'queued', 'attempt', 0, 'agent_id', null, 'server_id', server_id)
-         from accepted cross join quiet order by position
-     )
-     select array(select idempotency_key from taken) as taken, array(select id from missing) as missing, array(select id from marked) as marked, array(select task_id from reserved) as reserved,
-            extract(epoch from now()) * 1000 as created_ms`,
+  const { rows } = await db.raw<{ rows: { taken_keys: string[]; missing_ids: string[]; marked_ids: string[]; reserved_ids: string[]; created_ms: number }[] }>(
+    `select * from duplex_accept_submissions(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[],
+                                             ?::text[], ?::text[], ?::boolean[], ?::text[], ?::text[], ?::bigint[])`,
     [
       column((item) => item.task.id),
       column((item) => item.task.idempotency_key),
@@ -110,10 +70,10 @@ export async function acceptSubmissions(db: Queryable, list: Submission[]): Prom
     ],
   );
   const result = rows[0]!;
-  const taken = new Set(result.taken);
-  const missing = new Set(result.missing);
-  const marked = new Set(result.marked);
-  const reserved = new Set(result.reserved);
+  const taken = new Set(result.taken_keys);
+  const missing = new Set(result.missing_ids);
+  const marked = new Set(result.marked_ids);
+  const reserved = new Set(result.reserved_ids);
   // created_at is the column's default, the transaction's now().
   const createdAt = new Date(Number(result.created_ms));
   const accepted: TaskRow[] = [];
