@@ -154,7 +154,8 @@ export function agentHandlers(context: ServerContext): Pick<OperationHandlers<Op
       const outcomes = await context.tasks.applyReports(request.body.reports);
       logAppliedReports(request.server.log, String(request.id), request.body.reports, outcomes);
       const values = [...outcomes.values()];
-      if (values.includes('applied')) context.dispatcher.kick();
+      // A refused attempt went back to the queue; any other report frees nothing the dispatcher waits for.
+      if (request.body.reports.some((report) => report.state === 'refused' && outcomes.get(report.task_id) === 'applied')) context.dispatcher.kick();
       if (values.every((outcome) => outcome === 'stale')) {
         throw new ProblemError('stale-fencing-token', `no report applied: each carries a fencing token that is not its task's current attempt (${[...outcomes.keys()].join(', ')})`);
       }

@@ -370,3 +370,37 @@ describe('queued tasks for a device taken out of service', () => {
     assert.equal(await snapshot(server.db), state);
   });
 });
+
+// The dispatcher's periodic sweep is a safety net; a refused attempt must not wait for it.
+describe('a refused attempt without the sweep', () => {
+  let server: TestServer;
+  let agent: FakeAgent;
+
+  before(async () => {
+    agent = await startFakeAgent();
+    // A sweep once a minute: within the wait below, only the report itself can start the round.
+    server = await startServer({ AGENT_LEASE_TTL_MS: '600000', DISPATCH_RETRY_MS: '60000' });
+    await setUpStorageSystem(server.app, agent.url);
+  });
+  after(async () => {
+    await stopServer(server);
+    await agent.close();
+  });
+
+  it('is dispatched again as soon as its refusal is reported', async () => {
+    const task = await acceptedTask(server.app, { kind: 'volume.create', storage_system_id: 'ss1', device: 'd0', params: { name: 'refused-no-sweep', size_bytes: MiB } });
+    const first = await waitForState(server.db, task.id, 'dispatched');
+    const response = await postReports(server.app, first.agent_id!, [{ task_id: task.id, attempt: first.attempt, fencing_token: first.fencing_token!, state: 'refused' }]);
+    assert.equal(response.statusCode, 200, response.body);
+    const again = await waitFor(
+      'the attempt to be dispatched again',
+      async () => {
+        const row = await taskRow(server.db, task.id);
+        return row && row.attempt > first.attempt && row.state === 'dispatched' ? row : undefined;
+      },
+      10_000,
+    );
+    assert.ok(again.fencing_token! > first.fencing_token!);
+    assert.equal(agent.received.filter((dispatch) => dispatch.task_id === task.id).length, 2);
+  });
+});
