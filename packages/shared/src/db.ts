@@ -21,6 +21,40 @@ export function createDatabase(url: string, options: { poolMax?: number; applica
   });
 }
 
+/**
+ * A statement of a hot path, written with Postgres's own placeholders ($1, $2, …). With a
+ * name, each connection prepares it once and Postgres keeps its plan: only for statements
+ * whose plan cannot depend on a table's size (no lookups in tables, or a call of a function
+ * that plans its own), since a plan kept from while a table was small would read it whole
+ * once it is large.
+ */
+export interface Statement {
+  text: string;
+  name?: string;
+}
+
+/** The part of a node-postgres client that runs a statement. */
+interface PostgresConnection {
+  query<Row>(config: { name?: string; text: string; values: unknown[] }): Promise<{ rows: Row[] }>;
+}
+
+/**
+ * Runs a statement on node-postgres directly, with a connection of the Knex pool (or the
+ * transaction's own). Through Knex, each call rewrote the statement's placeholders and
+ * bindings: here, 0.05 ms more client CPU for a submission batch's call and 0.13–0.2 ms more
+ * for a one-value select, against 0.1–0.4 ms for node-postgres's own work.
+ */
+export async function runStatement<Row>(db: Queryable, statement: Statement, values: unknown[]): Promise<Row[]> {
+  // A transaction's client hands out the transaction's connection, and keeps it on release.
+  const connection = (await db.client.acquireConnection()) as PostgresConnection;
+  try {
+    const { rows } = await connection.query<Row>(statement.name === undefined ? { text: statement.text, values } : { name: statement.name, text: statement.text, values });
+    return rows;
+  } finally {
+    await db.client.releaseConnection(connection);
+  }
+}
+
 const migrationConfig: Knex.MigratorConfig = { directory: migrationsDirectory, loadExtensions: ['.ts'], tableName: 'knex_migrations' };
 
 export async function migrateToLatest(db: Database): Promise<string[]> {

@@ -1,4 +1,4 @@
-import type { Database } from '@duplex/shared';
+import { runStatement, type Database, type Statement } from '@duplex/shared';
 import type { AgentRow } from './agents.ts';
 
 /** A heartbeat's request to renew its agent's lease. */
@@ -33,9 +33,9 @@ export type RenewedLease = Pick<AgentRow, 'lease_expires_at' | 'storage_system_i
  * largest groups serve the backlog after a stall (a checkpoint, a pause of the process): the
  * fewer round trips it takes, the sooner the heartbeats that waited are answered.
  *
- * The statements run on node-postgres directly, with a connection of the Knex pool: through
- * Knex, each execution scanned and rewrote the statement's kilobytes of SQL to number its
- * placeholders, which took about a third more of the server's CPU per statement.
+ * The statements run on node-postgres directly (runStatement): through Knex, each execution
+ * scanned and rewrote the statement's kilobytes of SQL to number its placeholders, which took
+ * about a third more of the server's CPU per statement.
  */
 const sizes = [1, 2, 4, 8, 16, 32, 64] as const;
 export const maxRenewalsPerStatement = sizes.at(-1)!;
@@ -88,9 +88,9 @@ function renewalSql(kind: RenewalKind, size: number): string {
       select id, incarnation, lease_expires_at, storage_system_id, cluster_id from renewed`;
 }
 
-const statements = new Map<string, { name: string; text: string }>();
+const statements = new Map<string, Required<Statement>>();
 
-function statementFor(kind: RenewalKind, size: number): { name: string; text: string } {
+function statementFor(kind: RenewalKind, size: number): Required<Statement> {
   const name = `renew-${kind}-agent-leases-${size}`;
   let statement = statements.get(name);
   if (!statement) {
@@ -102,11 +102,6 @@ function statementFor(kind: RenewalKind, size: number): { name: string; text: st
 
 type RenewedRow = RenewedLease & { id: string; incarnation: number };
 
-/** The part of a node-postgres client that runs a named (prepared) statement. */
-interface PostgresConnection {
-  query(config: { name: string; text: string; values: unknown[] }): Promise<{ rows: RenewedRow[] }>;
-}
-
 async function renew(kind: RenewalKind, db: Database, serverId: string, renewals: readonly LeaseRenewal[], leaseTtlMs: number): Promise<RenewedLeases<RenewedLease>> {
   if (renewals.length > maxRenewalsPerStatement) throw new RangeError(`at most ${maxRenewalsPerStatement} lease renewals go in one statement, not ${renewals.length}`);
   const size = sizes.find((candidate) => candidate >= renewals.length)!;
@@ -116,14 +111,7 @@ async function renew(kind: RenewalKind, db: Database, serverId: string, renewals
     const renewal = renewals[index] ?? nobody;
     values.push(renewal.agentId, renewal.incarnation);
   }
-  const statement = statementFor(kind, size);
-  const connection = (await db.client.acquireConnection()) as PostgresConnection;
-  let rows: RenewedRow[];
-  try {
-    ({ rows } = await connection.query({ name: statement.name, text: statement.text, values }));
-  } finally {
-    await db.client.releaseConnection(connection);
-  }
+  const rows = await runStatement<RenewedRow>(db, statementFor(kind, size), values);
   const renewed: RenewedLeases<RenewedLease> = new Map();
   for (const row of rows) {
     renewed.set(row.id, { incarnation: row.incarnation, renewed: { lease_expires_at: row.lease_expires_at, storage_system_id: row.storage_system_id, cluster_id: row.cluster_id } });

@@ -1,4 +1,4 @@
-import { ProblemError, type Queryable } from '@duplex/shared';
+import { ProblemError, runStatement, type Queryable, type Statement } from '@duplex/shared';
 import type { SubmitCatalogEffect } from '../lib/task-rules.ts';
 import type { NewTask, TaskRow } from './tasks.ts';
 import { volumeNotFound } from './volumes.ts';
@@ -43,13 +43,20 @@ export interface SubmissionResult {
  * asks for a later statement when an event reports on a row its statement waited for; a task
  * inserted here is new, so no change of it can have been committed before this one.
  */
+// The function plans its own statement, so the call can be prepared once per connection.
+const acceptStatement: Statement = {
+  name: 'accept-submissions',
+  text: `select * from duplex_accept_submissions($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                                                 $9::text[], $10::text[], $11::text[], $12::text[], $13::boolean[], $14::text[], $15::text[], $16::bigint[])`,
+};
+
 export async function acceptSubmissions(db: Queryable, list: Submission[]): Promise<SubmissionResult> {
   if (list.length === 0) return { accepted: [], refused: new Map(), taken: new Set() };
-  // knex's binding type has no arrays with nulls; node-postgres sends a null element as NULL.
-  const column = (value: (item: Submission) => string | number | boolean | null | undefined): string[] => list.map((item) => value(item) ?? null) as string[];
-  const { rows } = await db.raw<{ rows: { taken_keys: string[]; missing_ids: string[]; marked_ids: string[]; reserved_ids: string[]; created_ms: number }[] }>(
-    `select * from duplex_accept_submissions(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[],
-                                             ?::text[], ?::text[], ?::boolean[], ?::text[], ?::text[], ?::bigint[])`,
+  // node-postgres sends a null element as NULL.
+  const column = (value: (item: Submission) => string | number | boolean | null | undefined) => list.map((item) => value(item) ?? null);
+  const rows = await runStatement<{ taken_keys: string[]; missing_ids: string[]; marked_ids: string[]; reserved_ids: string[]; created_ms: number }>(
+    db,
+    acceptStatement,
     [
       column((item) => item.task.id),
       column((item) => item.task.idempotency_key),

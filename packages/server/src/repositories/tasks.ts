@@ -1,5 +1,5 @@
 import type { ServerApi } from '@duplex/contracts';
-import { decodeCursor, encodeCursor, invalidCursor, type Queryable } from '@duplex/shared';
+import { decodeCursor, encodeCursor, invalidCursor, runStatement, type Queryable, type Statement } from '@duplex/shared';
 import type { TaskKind, TaskParams, TaskState } from '../lib/task-rules.ts';
 
 export type Task = ServerApi.components['schemas']['Task'];
@@ -119,14 +119,13 @@ export type QueuedTask = Pick<TaskRow, 'id' | 'storage_system_id' | 'device' | '
  * routing needs is read: markDispatched returns the rows it changed.
  */
 export async function lockQueuedTasks(db: Queryable, serverId: string, limit: number): Promise<QueuedTask[]> {
-  return db<TaskRow>('tasks')
-    .select('id', 'storage_system_id', 'device', 'params')
-    .where({ server_id: serverId, state: 'queued' })
-    .orderBy([{ column: 'created_at' }, { column: 'id' }])
-    .limit(limit)
-    .forUpdate()
-    .skipLocked();
+  return runStatement<QueuedTask>(db, lockQueuedStatement, [serverId, limit]);
 }
+
+const lockQueuedStatement: Statement = {
+  text: `select id, storage_system_id, device, params from tasks
+          where server_id = $1 and state = 'queued' order by created_at, id limit $2 for update skip locked`,
+};
 
 /** Orders tasks as they were submitted: by commit time, then by id within a commit. */
 export function bySubmission(a: TaskRow, b: TaskRow): number {
@@ -142,17 +141,17 @@ export interface Assignment {
 /** Raises attempt and fencing token and marks the tasks dispatched, in one statement. */
 export async function markDispatched(db: Queryable, assignments: Assignment[]): Promise<TaskRow[]> {
   if (assignments.length === 0) return [];
-  const { rows } = await db.raw<{ rows: TaskRow[] }>(
-    `update tasks t
-        set state = 'dispatched', attempt = t.attempt + 1, fencing_token = nextval('fencing_token_seq'),
-            agent_id = a.agent_id, cluster_id = a.cluster_id, dispatched_at = now(), updated_at = now()
-       from jsonb_to_recordset(?::jsonb) as a(id text, agent_id text, cluster_id text)
-      where t.id = a.id and t.state = 'queued'
-  returning t.*`,
-    [JSON.stringify(assignments)],
-  );
-  return rows;
+  return runStatement<TaskRow>(db, markDispatchedStatement, [JSON.stringify(assignments)]);
 }
+
+const markDispatchedStatement: Statement = {
+  text: `update tasks t
+            set state = 'dispatched', attempt = t.attempt + 1, fencing_token = nextval('fencing_token_seq'),
+                agent_id = a.agent_id, cluster_id = a.cluster_id, dispatched_at = now(), updated_at = now()
+           from jsonb_to_recordset($1::jsonb) as a(id text, agent_id text, cluster_id text)
+          where t.id = a.id and t.state = 'queued'
+      returning t.*`,
+};
 
 /** Puts attempts back in the queue, unless they moved on since (checked by token). */
 export async function requeueAttempts(db: Queryable, attempts: { id: string; fencing_token: number }[]): Promise<TaskRow[]> {
@@ -177,13 +176,14 @@ export async function tasksNeverDispatchedTo(db: Queryable, agentId: string, tas
   if (unique.length === 0) return [];
   // Driven by `task_id = any(…)` on the history's index: as an anti-join with the given ids,
   // a table that grew faster than its statistics was planned as a scan of the whole history.
-  const { rows } = await db.raw<{ rows: { task_id: string }[] }>(
-    `select distinct task_id from task_history where task_id = any(?::text[]) and agent_id = ? and state = 'dispatched'`,
-    [unique, agentId],
-  );
+  const rows = await runStatement<{ task_id: string }>(db, dispatchedToStatement, [unique, agentId]);
   const dispatched = new Set(rows.map((row) => row.task_id));
   return unique.filter((id) => !dispatched.has(id));
 }
+
+const dispatchedToStatement: Statement = {
+  text: `select distinct task_id from task_history where task_id = any($1::text[]) and agent_id = $2 and state = 'dispatched'`,
+};
 
 /** Requeues every open attempt held by an agent (used when it comes back as a new incarnation). */
 export async function requeueAgentAttempts(db: Queryable, agentId: string): Promise<TaskRow[]> {
@@ -206,21 +206,21 @@ export interface StateReport {
 /** Applies reports whose token is the current attempt's; returns the rows that changed. */
 export async function applyStateReports(db: Queryable, reports: StateReport[]): Promise<TaskRow[]> {
   if (reports.length === 0) return [];
-  const { rows } = await db.raw<{ rows: TaskRow[] }>(
-    `update tasks t
-        set state = r.state,
-            result = coalesce(r.result, t.result),
-            error = coalesce(r.error, t.error),
-            finished_at = case when r.state in ('succeeded', 'failed') then now() else t.finished_at end,
-            updated_at = now()
-       from jsonb_to_recordset(?::jsonb) as r(task_id text, fencing_token bigint, state text, result jsonb, error jsonb)
-      where t.id = r.task_id and t.fencing_token = r.fencing_token
-        and (t.state = 'dispatched' or (t.state = 'running' and r.state <> 'running'))
-  returning t.*`,
-    [JSON.stringify(reports)],
-  );
-  return rows;
+  return runStatement<TaskRow>(db, applyReportsStatement, [JSON.stringify(reports)]);
 }
+
+const applyReportsStatement: Statement = {
+  text: `update tasks t
+            set state = r.state,
+                result = coalesce(r.result, t.result),
+                error = coalesce(r.error, t.error),
+                finished_at = case when r.state in ('succeeded', 'failed') then now() else t.finished_at end,
+                updated_at = now()
+           from jsonb_to_recordset($1::jsonb) as r(task_id text, fencing_token bigint, state text, result jsonb, error jsonb)
+          where t.id = r.task_id and t.fencing_token = r.fencing_token
+            and (t.state = 'dispatched' or (t.state = 'running' and r.state <> 'running'))
+      returning t.*`,
+};
 
 /** Fails queued tasks that cannot run (their device is out of service), each with its problem. */
 export async function failQueuedTasks(db: Queryable, failures: { id: string; error: Problem }[]): Promise<TaskRow[]> {
@@ -270,21 +270,7 @@ export async function recordTransitions(db: Queryable, rows: TaskRow[], options:
     storage_system_id: row.storage_system_id,
     server_id: row.server_id,
   }));
-  // The setting is the transaction's own (set_config's is_local), read by the trigger at the statement's end.
-  const quiet = options.notifyAfterCommit === true;
-  await db.raw(
-    `with change as (
-       select c.value as v, c.position from jsonb_array_elements(?::jsonb) with ordinality as c(value, position)
-     ), history as (
-       insert into task_history (task_id, state, attempt, fencing_token, agent_id)
-       select v->>'task_id', v->>'state', (v->>'attempt')::int, (v->>'fencing_token')::bigint, v->>'agent_id' from change order by position
-     )${quiet ? `, ${notifyAfterCommitCte}` : ''}
-     insert into events (type, storage_system_id, task_id, payload)
-     select 'task.state_changed', v->>'storage_system_id', v->>'task_id',
-            jsonb_build_object('task_id', v->'task_id', 'state', v->'state', 'attempt', v->'attempt', 'agent_id', v->'agent_id', 'server_id', v->'server_id')
-       from change${quiet ? ' cross join quiet' : ''} order by position`,
-    [JSON.stringify(changes)],
-  );
+  await runStatement(db, options.notifyAfterCommit === true ? transitionsStatements.quiet : transitionsStatements.loud, [JSON.stringify(changes)]);
 }
 
 /**
@@ -292,7 +278,32 @@ export async function recordTransitions(db: Queryable, rows: TaskRow[], options:
  * after its commit (the setting `duplex.notify_after_commit`, the transaction's own). A CTE
  * that only reads runs only when referenced: the events' INSERT must select from it.
  */
-export const notifyAfterCommitCte = "quiet as (select set_config('duplex.notify_after_commit', 'on', true))";
+const notifyAfterCommitCte = "quiet as (select set_config('duplex.notify_after_commit', 'on', true))";
+
+/**
+ * recordTransitions' statement, with and without the notification after commit. The setting is
+ * the transaction's own (set_config's is_local), read by the trigger at the statement's end.
+ * Named: it only inserts, so its plan cannot depend on a table's size.
+ */
+const transitionsStatements = {
+  loud: { name: 'record-transitions', text: transitionsSql(false) },
+  quiet: { name: 'record-transitions-quiet', text: transitionsSql(true) },
+} satisfies Record<string, Statement>;
+
+function transitionsSql(quiet: boolean): string {
+  return `with change as (
+            select c.value as v, c.position from jsonb_array_elements($1::jsonb) with ordinality as c(value, position)
+          ), history as (
+            insert into task_history (task_id, state, attempt, fencing_token, agent_id)
+            select v->>'task_id', v->>'state', (v->>'attempt')::int, (v->>'fencing_token')::bigint, v->>'agent_id' from change order by position
+          )${quiet ? `, ${notifyAfterCommitCte}` : ''}
+          insert into events (type, storage_system_id, task_id, payload)
+          select 'task.state_changed', v->>'storage_system_id', v->>'task_id',
+                 jsonb_build_object('task_id', v->'task_id', 'state', v->'state', 'attempt', v->'attempt', 'agent_id', v->'agent_id', 'server_id', v->'server_id')
+            from change${quiet ? ' cross join quiet' : ''} order by position`;
+}
+
+const notifyStatement: Statement = { name: 'notify-events-committed', text: `select set_config('synchronous_commit', 'off', true), pg_notify('duplex_events', '')` };
 
 /** Per database, the wake-up in flight, and whether more events committed since it was sent. */
 const wakes = new WeakMap<Queryable, { again: boolean; done: Promise<void> }>();
@@ -316,7 +327,7 @@ export function notifyEventsCommitted(db: Queryable): Promise<void> {
     try {
       do {
         wake.again = false;
-        await db.raw(`select set_config('synchronous_commit', 'off', true), pg_notify('duplex_events', '')`);
+        await runStatement(db, notifyStatement, []);
       } while (wake.again);
     } catch {
       // The feeds' poll finds the events.

@@ -1,4 +1,4 @@
-import { ProblemError, type Queryable } from '@duplex/shared';
+import { ProblemError, runStatement, type Queryable, type Statement } from '@duplex/shared';
 import type { SettleAction, VolumeRef } from '../lib/task-rules.ts';
 
 // The catalog of volumes created through duplex: a task that names a missing volume, or a
@@ -27,13 +27,8 @@ export async function applySettleActions(db: Queryable, storageSystemId: string,
   // A task id is unique to its storage system: a reservation is found by its task alone.
   if (confirmed.length > 0) {
     const taskIds = confirmed.map((step) => step.taskId);
-    await db.raw(
-      `update volumes v set state = 'present', size_bytes = coalesce(c.size_bytes, v.size_bytes), updated_at = now()
-         from unnest(?::text[], ?::bigint[]) as c(task_id, size_bytes)
-        where v.task_id = any(?::text[]) and v.state = 'creating' and v.task_id = c.task_id`,
-      // knex's binding type has no arrays with nulls; node-postgres sends a null element as NULL.
-      [taskIds, confirmed.map((step) => step.sizeBytes ?? null) as number[], taskIds],
-    );
+    // The settle statement of every volume.create: run on node-postgres directly, as the task path's are.
+    await runStatement(db, confirmReservedStatement, [taskIds, confirmed.map((step) => step.sizeBytes ?? null)]);
   }
   if (released.length > 0) {
     await db.raw(`delete from volumes where task_id = any(?::text[]) and state = 'creating'`, [released]);
@@ -71,6 +66,12 @@ export async function applySettleActions(db: Queryable, storageSystemId: string,
     );
   }
 }
+
+const confirmReservedStatement: Statement = {
+  text: `update volumes v set state = 'present', size_bytes = coalesce(c.size_bytes, v.size_bytes), updated_at = now()
+           from unnest($1::text[], $2::bigint[]) as c(task_id, size_bytes)
+          where v.task_id = any($1::text[]) and v.state = 'creating' and v.task_id = c.task_id`,
+};
 
 /**
  * The bindings that find volumes by their key: each volume's device and name (to pair them,
