@@ -18,6 +18,13 @@ export interface SubmissionResult {
   taken: Set<string>;
 }
 
+// The function plans its own statement, so the call can be prepared once per connection.
+const acceptStatement: Statement = {
+  name: 'accept-submissions',
+  text: `select * from duplex_accept_submissions($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                                                 $9::text[], $10::text[], $11::text[], $12::text[], $13::boolean[], $14::text[], $15::text[], $16::bigint[])`,
+};
+
 /**
  * Accepts many tasks in one statement, which is its own transaction: the catalog checks, the
  * tasks, their history and their events commit together, or not at all. One round trip instead
@@ -43,13 +50,6 @@ export interface SubmissionResult {
  * asks for a later statement when an event reports on a row its statement waited for; a task
  * inserted here is new, so no change of it can have been committed before this one.
  */
-// The function plans its own statement, so the call can be prepared once per connection.
-const acceptStatement: Statement = {
-  name: 'accept-submissions',
-  text: `select * from duplex_accept_submissions($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-                                                 $9::text[], $10::text[], $11::text[], $12::text[], $13::boolean[], $14::text[], $15::text[], $16::bigint[])`,
-};
-
 export async function acceptSubmissions(db: Queryable, list: Submission[]): Promise<SubmissionResult> {
   if (list.length === 0) return { accepted: [], refused: new Map(), taken: new Set() };
   // node-postgres sends a null element as NULL.
