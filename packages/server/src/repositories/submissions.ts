@@ -14,8 +14,6 @@ export interface SubmissionResult {
   accepted: TaskRow[];
   /** Per task id, the catalog problem that refused it; refused tasks leave nothing behind. */
   refused: Map<string, ProblemError>;
-  /** The idempotency keys a task already held: their submissions were left out, unchecked. */
-  taken: Set<string>;
 }
 
 // The function plans its own statement, so the call can be prepared once per connection.
@@ -35,7 +33,7 @@ const acceptStatement: Statement = {
  * Names are reserved in the order of the catalog's key, so that two statements reserving some
  * of the same names wait for each other rather than deadlock.
  * A task whose check fails is not inserted. A task whose idempotency key a task already holds
- * is left out before any check (`taken`): the caller answers it with that task. A key taken by
+ * is left out before any check, in neither list: the caller answers it with that task. A key taken by
  * a transaction that commits while this statement runs fails the whole statement, as a
  * deadlock with another statement does; isRetryableSubmission tells both, and the statement
  * can then run again as it is.
@@ -51,7 +49,7 @@ const acceptStatement: Statement = {
  * inserted here is new, so no change of it can have been committed before this one.
  */
 export async function acceptSubmissions(db: Queryable, list: Submission[]): Promise<SubmissionResult> {
-  if (list.length === 0) return { accepted: [], refused: new Map(), taken: new Set() };
+  if (list.length === 0) return { accepted: [], refused: new Map() };
   // node-postgres sends a null element as NULL.
   const column = (value: (item: Submission) => string | number | boolean | null | undefined) => list.map((item) => value(item) ?? null);
   const rows = await runStatement<{ taken_keys: string[]; missing_ids: string[]; marked_ids: string[]; reserved_ids: string[]; created_ms: number }>(
@@ -94,7 +92,7 @@ export async function acceptSubmissions(db: Queryable, list: Submission[]): Prom
       refused.set(task.id, new ProblemError('volume-exists', `a volume named '${reserve.name}' already exists on device '${reserve.device}'`));
     } else accepted.push(queuedRow(task, createdAt));
   }
-  return { accepted, refused, taken };
+  return { accepted, refused };
 }
 
 /**
