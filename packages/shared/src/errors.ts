@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ProblemError, problemDocument, type ProblemCode, type ProblemDocument } from './problem.ts';
-import { isDatabaseUnavailable } from './db.ts';
+import { isDatabaseUnavailable } from './database-errors.ts';
 import { UpstreamError } from './http-client.ts';
 
 const frameworkCodes: Record<string, ProblemCode> = {

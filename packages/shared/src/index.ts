@@ -2,6 +2,7 @@ export * from './config.ts';
 export * from './problem.ts';
 export * from './errors.ts';
 export * from './db.ts';
+export * from './database-errors.ts';
 export * from './http-client.ts';
 export * from './contract-routes.ts';
 export * from './service-app.ts';
