@@ -57,6 +57,19 @@ describe('canonicalJson and requestHash', () => {
     assert.equal(canonicalJson({ a: 1, b: undefined }), '{"a":1}');
   });
 
+  it('keeps the form stored hashes were made with: keys in code-unit order at every depth, integer-like ones included', () => {
+    // request_hash is stored with each task and compared on every replay: a change of form
+    // would answer replays of tasks accepted before it with idempotency-key-reused.
+    const request = JSON.parse(
+      '{"params":{"size_bytes":1024,"name":"vol1","tags":["b","a",{"y":null,"x":[1,2]}],"10":true,"9":"nine","é":"e","Z":0},"device":"d0","storage_system_id":"ss1","kind":"volume.create"}',
+    ) as TaskRequest;
+    assert.equal(
+      canonicalJson(request),
+      '{"device":"d0","kind":"volume.create","params":{"10":true,"9":"nine","Z":0,"name":"vol1","size_bytes":1024,"tags":["b","a",{"x":[1,2],"y":null}],"é":"e"},"storage_system_id":"ss1"}',
+    );
+    assert.equal(requestHash(request), '261cb76dd9b8877e597214807e1687ade5432bd252bec604f44ad8ac764d23d9');
+  });
+
   it('hashes the same request the same way whatever the key order', () => {
     const one: TaskRequest = { kind: 'volume.create', storage_system_id: 'ss1', device: 'd0', params: { name: 'vol1', size_bytes: 1024 } };
     const reordered = JSON.parse('{"params":{"size_bytes":1024,"name":"vol1"},"device":"d0","storage_system_id":"ss1","kind":"volume.create"}') as TaskRequest;
