@@ -85,6 +85,19 @@ describe('GroupCommitQueue', () => {
     assert.deepEqual(await Promise.all(answers), ['done k', 'done k', 'done m', 'done k']);
   });
 
+  it('with gatherMs, waits that long before a commit of less than a full batch, and starts a full one at once', async () => {
+    const { queue, commits, release } = heldQueue({ maxBatch: 3, maxInFlight: 2, gatherMs: 30 });
+    const first = ['a', 'b'].map((item) => queue.add(item));
+    assert.deepEqual(commits, [], 'two of three wait for more');
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    assert.deepEqual(commits, [['a', 'b']], 'the wait ended with what had come');
+    const full = ['c', 'd', 'e'].map((item) => queue.add(item));
+    assert.deepEqual(commits, [['a', 'b'], ['c', 'd', 'e']], 'a full batch starts without waiting');
+    await release();
+    await release();
+    assert.deepEqual(await Promise.all([...first, ...full]), ['done a', 'done b', 'done c', 'done d', 'done e']);
+  });
+
   it('fails only the items of a failed commit, goes on with the next, and commits at once again when idle', async () => {
     const { queue, commits, release } = heldQueue();
     const outcomes = Promise.allSettled(['a', 'b', 'c'].map((item) => queue.add(item)));
