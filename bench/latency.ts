@@ -7,6 +7,7 @@
  *
  *   node --import tsx bench/latency.ts              # 500, 1000 and 2000 tasks/s, 10 s each
  *   node --import tsx bench/latency.ts --smoke      # CI: 2 s at 200/s
+ *   node --import tsx bench/latency.ts --pg-statements  # also the statements Postgres spent each load on
  */
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -16,13 +17,15 @@ import { count, ms, parseLoadFlags, positiveNumber, ratio, table } from './lib/l
 import { distribution, runOpenLoop, type Distribution, type OpenLoopRun } from './lib/open-loop.ts';
 import type { PostgresSettings } from './lib/postgres.ts';
 import { BenchSession, log, type RunningTopology } from './lib/session.ts';
+import { readStatements, resetStatements, statementsFlags, statementsTable, type StatementProfile } from './lib/pg-statements.ts';
+import { cpuBetween, cpuSharesTable, processNames, snapshotCpu, type CpuShare } from './lib/process-cpu.ts';
 import { readSettings } from './lib/settings.ts';
 import { deviceCapacityBytes, settleTasks, TaskFeed, TaskSubmitter, waitForQuiet } from './lib/task-load.ts';
 
 /** Issue 5: submit p99 <= 10 ms at 1,000 tasks/s offered. */
 const target = { ratePerS: 1_000, submitP99Ms: 10 };
 
-const usage = `usage: node --import tsx bench/latency.ts [--smoke] [--rates 500,1000,2000] [--duration-s S] [--warmup-s S] [--settle-timeout-s S] [--connections N] [--strict] [--results-dir DIR]
+const usage = `usage: node --import tsx bench/latency.ts [--smoke] [--rates 500,1000,2000] [--duration-s S] [--warmup-s S] [--settle-timeout-s S] [--connections N] [--pg-statements] [--strict] [--results-dir DIR]
 
   --smoke               a short run that checks the benchmark works (2 s at 200/s)
   --rates LIST          offered loads, tasks/s (default 500,1000,2000; 200 with --smoke)
@@ -30,6 +33,7 @@ const usage = `usage: node --import tsx bench/latency.ts [--smoke] [--rates 500,
   --warmup-s S          unmeasured seconds at the first rate before the first (default 2; 0.5 with --smoke)
   --settle-timeout-s S  after a load, how long the answers and the tasks may take to end before they count as unfinished (default 30)
   --connections N       connections per server (and to the floor) the generator may open (default 256)
+  --pg-statements       load pg_stat_statements into the run's Postgres and print the statements it spent each load on
   --strict              exit 1 when the target is missed or tasks are left unfinished too
   --results-dir DIR     where the JSON goes (default: bench/results)`;
 
@@ -40,6 +44,7 @@ const flags = parseLoadFlags(process.argv.slice(2), usage, join(benchDir, 'resul
   'warmup-s': { type: 'string' },
   'settle-timeout-s': { type: 'string' },
   connections: { type: 'string' },
+  'pg-statements': { type: 'boolean', default: false },
 });
 const rates = (typeof flags.values.rates === 'string' ? flags.values.rates : flags.smoke ? '200' : '500,1000,2000').split(',').map((raw) => {
   const value = Number(raw.trim());
@@ -50,6 +55,7 @@ const durationMs = positiveNumber(flags, 'duration-s', flags.smoke ? 2 : 10, usa
 const warmupMs = positiveNumber(flags, 'warmup-s', flags.smoke ? 0.5 : 2, usage) * 1_000;
 const settleTimeoutMs = positiveNumber(flags, 'settle-timeout-s', 30, usage) * 1_000;
 const connections = positiveNumber(flags, 'connections', 256, usage, true);
+const pgStatements = flags.values['pg-statements'] === true;
 
 const settings = readSettings(process.env, { server: ['DATABASE_POOL_MAX', 'DISPATCH_BATCH_SIZE', 'AGENT_HEARTBEAT_INTERVAL_MS'] });
 const session = new BenchSession('latency');
@@ -82,6 +88,10 @@ interface RatePhase {
   end_to_end: Distribution & { succeeded: number; failed: number; unfinished: number; completed_per_s: number };
   floor_insert: SubmitFigures;
   floor_one_hop: SubmitFigures;
+  /** CPU of the run's processes while the load ran (not while it settled). */
+  cpu: CpuShare[];
+  /** With --pg-statements: what Postgres spent the load on. */
+  statements: StatementProfile | null;
 }
 
 /** Infinity (never answered, never ended) as null in the JSON, '∞' in the tables. */
@@ -118,11 +128,16 @@ function submitFigures(run: OpenLoopRun): SubmitFigures {
   };
 }
 
-async function duplexPhase(topology: RunningTopology, feed: TaskFeed, submitter: TaskSubmitter, ratePerS: number, ms: number) {
+async function duplexPhase(topology: RunningTopology, feed: TaskFeed, submitter: TaskSubmitter, ratePerS: number, ms: number, names: Map<number, string>) {
+  const { db } = topology.harness;
+  if (pgStatements) await resetStatements(db);
+  const before = snapshotCpu(names);
   const run = await runOpenLoop(ratePerS, ms, settleTimeoutMs, (_index, signal) => submitter.submit(feed.next(), signal));
+  const cpu = cpuBetween(before, snapshotCpu(names));
+  const statements = pgStatements ? await readStatements(db) : null;
   const ids = run.samples.flatMap((sample) => (sample.ok && sample.task_id ? [sample.task_id] : []));
-  const ends = await settleTasks(topology.harness.db, ids, settleTimeoutMs);
-  return { run, ends };
+  const ends = await settleTasks(db, ids, settleTimeoutMs);
+  return { run, ends, cpu, statements };
 }
 
 async function floorPhase(client: FloorClient, floor: FloorId, ratePerS: number, ms: number): Promise<OpenLoopRun> {
@@ -134,8 +149,9 @@ const notes: string[] = [];
 let postgres: PostgresSettings | null = null;
 let aborted: string | null = null;
 try {
-  const topology = await session.startTopology('memory topology', {}, { backend: 'memory', capacityBytes: deviceCapacityBytes });
+  const topology = await session.startTopology('memory topology', {}, { backend: 'memory', capacityBytes: deviceCapacityBytes, postgresFlags: pgStatements ? statementsFlags : [] });
   const { harness } = topology;
+  const names = await processNames(harness);
   let floor: FloorServices | undefined;
   const devices = harness.topology.storage_systems.flatMap((system) => system.devices.map((device) => device.id));
   const feed = new TaskFeed(`lt-${runId}`, devices, 2);
@@ -149,7 +165,7 @@ try {
     log(`warm-up: ${warmupMs} ms at ${first}/s against duplex and each floor`);
     await floorPhase(floorClient, 'insert', first, warmupMs);
     await floorPhase(floorClient, 'one-hop', first, warmupMs);
-    await duplexPhase(topology, feed, submitter, first, warmupMs);
+    await duplexPhase(topology, feed, submitter, first, warmupMs, names);
     for (const rate of rates) {
       // The floors go first, on a topology with nothing left to do, so that duplex's backlog
       // (submits given up on are still committed and run) never loads the floors' Postgres.
@@ -160,7 +176,7 @@ try {
       const insert = await floorPhase(floorClient, 'insert', rate, durationMs);
       const oneHop = await floorPhase(floorClient, 'one-hop', rate, durationMs);
       log(`${rate}/s for ${durationMs} ms: duplex`);
-      const { run, ends } = await duplexPhase(topology, feed, submitter, rate, durationMs);
+      const { run, ends, cpu, statements } = await duplexPhase(topology, feed, submitter, rate, durationMs, names);
       const endToEnd: number[] = [];
       let succeeded = 0;
       let failed = 0;
@@ -188,6 +204,8 @@ try {
         end_to_end: { ...distribution(endToEnd), succeeded, failed, unfinished, completed_per_s: lastFinish > firstIntended ? succeeded / ((lastFinish - firstIntended) / 1_000) : 0 },
         floor_insert: submitFigures(insert),
         floor_one_hop: submitFigures(oneHop),
+        cpu,
+        statements,
       };
       phases.push(phase);
       log(
@@ -257,6 +275,17 @@ console.log(
   ),
 );
 console.log('');
+if (phases.length > 0) {
+  console.log("CPU of the run's processes while each load ran (% of one core; the machine has 2; the whole topology and the load generator):\n");
+  console.log(cpuSharesTable(phases.map((phase) => ({ label: `${count(phase.rate_per_s)}/s`, cpu: phase.cpu, unitsPerS: phase.submit.achieved_per_s }))));
+  console.log('');
+}
+for (const phase of phases) {
+  if (!phase.statements) continue;
+  console.log(`Statements Postgres ran while ${count(phase.rate_per_s)}/s were offered, by execution time (${ms(phase.statements.total_ms)} in all):\n`);
+  console.log(statementsTable(phase.statements, phase.submit.ok, 'task'));
+  console.log('');
+}
 const atTarget = phases.find((phase) => phase.rate_per_s === target.ratePerS);
 const targetMet = atTarget ? atTarget.submit.unanswered === 0 && atTarget.submit.latency.p99_ms !== null && atTarget.submit.latency.p99_ms <= target.submitP99Ms : null;
 console.log(

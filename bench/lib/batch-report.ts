@@ -5,6 +5,7 @@
  */
 import type { BatchLoadResult } from './batch-clients.ts';
 import { count, ms, ratio, table } from './load-options.ts';
+import { cpuSharesTable } from './process-cpu.ts';
 import type { ProfileSummary } from './profile-summary.ts';
 
 export const measurementIds = ['insert', 'pg-boss', 'duplex'] as const;
@@ -88,21 +89,7 @@ export function perSecondTable(measurements: readonly Measurement[]): string {
 /** The CPU of the run's processes in each window, side by side (% of one core; the machine has 2). */
 export function cpuTable(measurements: readonly Measurement[]): string {
   const measured = measurements.filter((m): m is Measurement & { load: BatchLoadResult } => m.load !== null);
-  const names = [...new Set(measured.flatMap((m) => m.load.cpu.map((share) => share.name)))];
-  const cell = (m: Measurement & { load: BatchLoadResult }, name: string) => {
-    const share = m.load.cpu.find((candidate) => candidate.name === name);
-    return share ? `${share.cpu_percent.toFixed(0)} %` : '–';
-  };
-  const total = (m: Measurement & { load: BatchLoadResult }) => m.load.cpu.reduce((sum, share) => sum + share.cpu_percent, 0);
-  return table(
-    ['process', ...measured.map((m) => m.id)],
-    [
-      ...names.map((name) => [name, ...measured.map((m) => cell(m, name))]),
-      ['**all**', ...measured.map((m) => `${total(m).toFixed(0)} %`)],
-      ['CPU per 1,000 tasks', ...measured.map((m) => (m.load.tasks_per_s > 0 ? ms((total(m) / 100 / m.load.tasks_per_s) * 1_000_000) : '–'))],
-    ],
-    [false, ...measured.map(() => true)],
-  );
+  return cpuSharesTable(measured.map((m) => ({ label: m.id, cpu: m.load.cpu, unitsPerS: m.load.tasks_per_s })));
 }
 
 export function waitsTable(load: BatchLoadResult): string {

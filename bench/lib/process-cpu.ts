@@ -7,6 +7,7 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import type { TopologyHarness } from '@duplex/harness';
+import { ms, table } from './load-options.ts';
 
 /** Linux reports utime and stime in clock ticks of 1/100 s on every architecture Node runs on. */
 const ticksPerSecond = 100;
@@ -103,4 +104,34 @@ export async function idleCpu(harness: TopologyHarness, ms: number): Promise<Cpu
   const before = snapshotCpu(names);
   await new Promise((resolve) => setTimeout(resolve, ms));
   return cpuBetween(before, snapshotCpu(names));
+}
+
+/** One column of a CPU table: a window's shares, and how many units of work (tasks) it did per second. */
+export interface CpuColumn {
+  label: string;
+  cpu: CpuShare[];
+  unitsPerS: number;
+}
+
+const totalPercent = (shares: readonly CpuShare[]): number => shares.reduce((sum, share) => sum + share.cpu_percent, 0);
+
+/**
+ * Percent of one core per process name and window, the total, and the CPU per 1,000 units of
+ * work (all processes): where a load's CPU went, side by side.
+ */
+export function cpuSharesTable(columns: readonly CpuColumn[], unit = 'tasks'): string {
+  const names = [...new Set(columns.flatMap((column) => column.cpu.map((share) => share.name)))];
+  const cell = (column: CpuColumn, name: string) => {
+    const share = column.cpu.find((candidate) => candidate.name === name);
+    return share ? `${share.cpu_percent.toFixed(0)} %` : '–';
+  };
+  return table(
+    ['process', ...columns.map((column) => column.label)],
+    [
+      ...names.map((name) => [name, ...columns.map((column) => cell(column, name))]),
+      ['**all**', ...columns.map((column) => `${totalPercent(column.cpu).toFixed(0)} %`)],
+      [`CPU per 1,000 ${unit}`, ...columns.map((column) => (column.unitsPerS > 0 ? ms((totalPercent(column.cpu) / 100 / column.unitsPerS) * 1_000_000) : '–'))],
+    ],
+    [false, ...columns.map(() => true)],
+  );
 }
