@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { test } from 'node:test';
-import { sourceEntry } from '@duplex/shared/service-bundles';
+import { repositoryDirectory, sourceEntry } from '@duplex/shared/service-bundles';
 import { build } from 'esbuild';
 import { bundleOptions } from '../src/bundle-options.ts';
 
@@ -12,6 +12,8 @@ async function bundledPackages(services: ('agent' | 'driver' | 'server')[]): Pro
     ...bundleOptions({}),
     entryPoints: Object.fromEntries(services.map((service) => [service, sourceEntry(service)])),
     outdir: join(tmpdir(), 'duplex-bundle-options-test'),
+    // The metafile's paths are relative to this, wherever the test runs from.
+    absWorkingDir: repositoryDirectory,
     write: false,
     metafile: true,
     logLevel: 'silent',
@@ -19,7 +21,7 @@ async function bundledPackages(services: ('agent' | 'driver' | 'server')[]): Pro
   const packages = new Map<string, Set<string>>();
   for (const [output, { entryPoint, inputs }] of Object.entries(result.metafile.outputs)) {
     if (!output.endsWith('.mjs') || !entryPoint) continue;
-    const service = services.find((name) => entryPoint.endsWith(sourceEntry(name).split('/packages/')[1]!))!;
+    const service = services.find((name) => entryPoint === relative(repositoryDirectory, sourceEntry(name)))!;
     // Only the inputs whose code the bundle kept are listed, each under .../node_modules/<name>/...
     const names = Object.keys(inputs).flatMap((input) => input.match(/node_modules\/((?:@[^/]+\/)?[^/]+)\/(?!.*node_modules\/)/)?.[1] ?? []);
     packages.set(service, new Set(names));

@@ -23,8 +23,9 @@ export interface GroupCommitOptions<Item> {
 
 /**
  * Group commit: items that arrive while a commit is under way (or maxInFlight of them) wait
- * for one to end and then commit together, in one round of statements. At low load each item commits on its own at
- * once; under load one round trip and one WAL flush serve many items instead of one each.
+ * for one to end and then commit together, in one round of statements. At low load each item
+ * commits on its own at once (or after gatherMs, when set); under load one round trip and one
+ * WAL flush serve many items instead of one each.
  * Every caller is answered only after its own item's commit, with that item's outcome; a
  * failed commit fails its own items only, and the next commit still runs.
  */
