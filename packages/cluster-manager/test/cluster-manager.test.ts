@@ -3,6 +3,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { buildApp as buildDriver, createBackend } from '@duplex/driver';
+import { get } from 'node:http';
 import { bearer, createTestDatabase, freePort, injectWithToken, processExists, testClusterToken, testJoinToken, testServiceToken, waitFor, type TestDatabase } from '@duplex/testkit';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../src/app.ts';
@@ -29,6 +30,16 @@ async function agentPids(): Promise<number[]> {
     if (Number(parent) === process.pid && /agent/.test(command)) children.push(Number(entry));
   }
   return children;
+}
+
+/** Sockets of this machine in TIME_WAIT (closed, at 127.0.0.1) whose far end is `port`: one per connection closed by its near end. */
+async function closedConnectionsTo(port: number): Promise<number> {
+  const lines = (await readFile('/proc/net/tcp', 'utf8')).trim().split('\n').slice(1);
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  return lines.filter((line) => {
+    const [, , remote, state] = line.trim().split(/\s+/);
+    return state === '06' && remote?.endsWith(`:${hexPort}`);
+  }).length;
 }
 
 describe('cluster-manager with a real driver and real agent processes', () => {
@@ -188,6 +199,32 @@ describe('cluster-manager with a real driver and real agent processes', () => {
     });
     assert.equal(after.restarts, 1);
     assert.ok(processExists(after.pid!));
+  });
+
+  it("checks its agent's health over one kept connection, not a new one per check", async () => {
+    const url = await waitFor('the agent to announce its URL', async () => manager.clusterManager.supervisor.urls()[0]);
+    // The agent's count of the health checks it answered, read on a connection the agent closes (not counted below).
+    const healthChecks = () =>
+      new Promise<number>((resolve, reject) => {
+        const request = get(`${url}/metrics`, { agent: false, headers: { ...bearer(testClusterToken('c0')), connection: 'close' } }, (response) => {
+          let text = '';
+          response.setEncoding('utf8');
+          response.on('data', (chunk: string) => (text += chunk));
+          response.on('end', () => {
+            const line = text.split('\n').find((candidate) => candidate.startsWith('duplex_http_request_duration_seconds_count') && candidate.includes('route="/healthz"'));
+            resolve(Number(line?.split(' ').at(-1) ?? 0));
+          });
+        });
+        request.on('error', reject);
+      });
+    const checksBefore = await healthChecks();
+    const closedBefore = await closedConnectionsTo(Number(new URL(url).port));
+    // Five checks at the default interval (500 ms).
+    await sleep(2_700);
+    const closedAfter = await closedConnectionsTo(Number(new URL(url).port));
+    const checksAfter = await healthChecks();
+    assert.ok(checksAfter - checksBefore >= 4, `the agent answered ${checksAfter - checksBefore} health checks`);
+    assert.ok(closedAfter - closedBefore <= 1, `${closedAfter - closedBefore} connections to the agent were closed meanwhile`);
   });
 
   it('refuses bad input with problem documents and changes nothing', async () => {

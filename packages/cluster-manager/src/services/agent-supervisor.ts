@@ -1,5 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
-import { backoffDelayMs, isHealthy, isReady, spawnService, withoutSecrets, type Database } from '@duplex/shared';
+import { backoffDelayMs, JsonClient, spawnService, withoutSecrets, type Database } from '@duplex/shared';
 import type { FastifyBaseLogger } from 'fastify';
 import type { ClusterManagerConfig, ConfiguredServer } from '../config.ts';
 import type { ClusterManagerMetrics } from '../metrics.ts';
@@ -10,6 +10,12 @@ interface SupervisedAgent {
   identity: AgentIdentity;
   child: ChildProcess | undefined;
   url: string | undefined;
+  /**
+   * One kept-alive connection to the agent for its health and readiness checks, while it has a
+   * URL. A client made for each check opened and closed a connection on both sides several
+   * times a second per agent, at rest too.
+   */
+  checks: JsonClient | undefined;
   quickExits: number;
   restartTimer: NodeJS.Timeout | undefined;
   failedChecks: number;
@@ -55,7 +61,7 @@ export class AgentSupervisor {
         restarts: 0,
         started_at: new Date(),
       };
-      const agent: SupervisedAgent = { server, identity, child: undefined, url: undefined, quickExits: 0, restartTimer: undefined, failedChecks: 0, persisting: Promise.resolve() };
+      const agent: SupervisedAgent = { server, identity, child: undefined, url: undefined, checks: undefined, quickExits: 0, restartTimer: undefined, failedChecks: 0, persisting: Promise.resolve() };
       this.agents.set(server.id, agent);
       this.launch(agent);
     }
@@ -67,7 +73,7 @@ export class AgentSupervisor {
     await Promise.all(
       [...this.agents.values()].map(async (agent) => {
         if (!agent.url || !agent.child) return;
-        const healthy = await isHealthy(agent.url, this.config.AGENT_HEALTH_INTERVAL_MS);
+        const healthy = await this.answersOk(agent, '/healthz');
         agent.failedChecks = healthy ? 0 : agent.failedChecks + 1;
         if (agent.failedChecks >= this.config.AGENT_HEALTH_FAILURES && agent.child) {
           this.log.warn({ agent: agent.identity.name, failed_checks: agent.failedChecks }, 'agent does not answer its health check; killing it');
@@ -79,9 +85,27 @@ export class AgentSupervisor {
     if (!this.everyAgentReady && !this.stopping) await this.startSpareOnceEveryAgentIsReady();
   }
 
+  /** Whether the agent answers 200 at `path` within a health interval; false while it has no URL. */
+  private async answersOk(agent: SupervisedAgent, path: '/healthz' | '/readyz'): Promise<boolean> {
+    if (!agent.checks) return false;
+    try {
+      return (await agent.checks.call('GET', path, { timeoutMs: this.config.AGENT_HEALTH_INTERVAL_MS })).status === 200;
+    } catch {
+      return false;
+    }
+  }
+
+  /** The agent's URL, as it announced it (or none), with the connection its checks use. */
+  private setUrl(agent: SupervisedAgent, url: string | undefined): void {
+    if (agent.url === url) return;
+    void agent.checks?.close().catch(() => {});
+    agent.url = url;
+    agent.checks = url ? new JsonClient(url, { name: `agent ${agent.identity.name}`, connections: 1 }) : undefined;
+  }
+
   private async startSpareOnceEveryAgentIsReady(): Promise<void> {
     const agents = [...this.agents.values()];
-    const ready = await Promise.all(agents.map((agent) => (agent.url ? isReady(agent.url, this.config.AGENT_HEALTH_INTERVAL_MS) : false)));
+    const ready = await Promise.all(agents.map((agent) => this.answersOk(agent, '/readyz')));
     if (this.everyAgentReady || !ready.every(Boolean)) return;
     this.everyAgentReady = true;
     this.startSpare();
@@ -162,18 +186,18 @@ export class AgentSupervisor {
     // the spare waits until every agent is ready, so that it does not slow the agents down.
     if (this.everyAgentReady) setImmediate(() => this.startSpare());
     agent.child = child;
-    agent.url = undefined;
+    this.setUrl(agent, undefined);
     agent.failedChecks = 0;
     agent.identity = { ...agent.identity, pid: child.pid ?? null, state: 'running', started_at: startedAt };
     this.persist(agent);
     child.on('message', (message: unknown) => {
       const url = (message as { url?: unknown } | null)?.url;
       if (typeof url !== 'string') return;
-      agent.url = url;
+      this.setUrl(agent, url);
     });
     child.once('exit', (code, signal) => {
       agent.child = undefined;
-      agent.url = undefined;
+      this.setUrl(agent, undefined);
       if (this.stopping) return;
       const ranMs = Date.now() - startedAt.getTime();
       agent.quickExits = ranMs >= stableRunMs ? 0 : agent.quickExits + 1;
