@@ -95,6 +95,15 @@ export class JsonClient {
     await this.pool.close();
   }
 
+  /** Whether GET `path` answers 200 within `timeoutMs`; false for any other answer or a failure. */
+  async answersOk(path: string, timeoutMs: number): Promise<boolean> {
+    try {
+      return (await this.call('GET', path, { timeoutMs })).status === 200;
+    } catch {
+      return false;
+    }
+  }
+
   /** Closes at once, failing requests still in flight (a long poll, for instance). */
   async destroy(): Promise<void> {
     await this.pool.destroy();
@@ -114,9 +123,7 @@ export async function isReady(baseUrl: string, timeoutMs: number): Promise<boole
 async function answersOk(baseUrl: string, path: '/healthz' | '/readyz', timeoutMs: number): Promise<boolean> {
   const client = new JsonClient(baseUrl, { name: path === '/healthz' ? 'health check' : 'readiness check', timeoutMs, connections: 1 });
   try {
-    return (await client.call('GET', path)).status === 200;
-  } catch {
-    return false;
+    return await client.answersOk(path, timeoutMs);
   } finally {
     await client.close();
   }

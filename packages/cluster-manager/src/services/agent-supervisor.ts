@@ -87,12 +87,7 @@ export class AgentSupervisor {
 
   /** Whether the agent answers 200 at `path` within a health interval; false while it has no URL. */
   private async answersOk(agent: SupervisedAgent, path: '/healthz' | '/readyz'): Promise<boolean> {
-    if (!agent.checks) return false;
-    try {
-      return (await agent.checks.call('GET', path, { timeoutMs: this.config.AGENT_HEALTH_INTERVAL_MS })).status === 200;
-    } catch {
-      return false;
-    }
+    return (await agent.checks?.answersOk(path, this.config.AGENT_HEALTH_INTERVAL_MS)) ?? false;
   }
 
   /** The agent's URL, as it announced it (or none), with the connection its checks use. */
