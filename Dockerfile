@@ -3,6 +3,8 @@ FROM node:20-bookworm-slim
 WORKDIR /duplex
 RUN npm install -g pnpm@12.4.2
 COPY package.json pnpm-lock.yaml pnpm-workspace.yaml ./
+# Fixes to dependencies that pnpm applies at install (see each patch's comment).
+COPY patches ./patches
 COPY packages ./packages
 COPY test/package.json ./test/package.json
 COPY bench/package.json ./bench/package.json
