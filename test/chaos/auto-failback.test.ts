@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { waitFor } from '@duplex/testkit';
+import { bearer, testAdminToken, waitFor } from '@duplex/testkit';
 import { TopologyHarness } from '@duplex/harness';
 
 describe('automatic failback after a configured stable period', { timeout: 120_000 }, () => {
@@ -17,6 +17,13 @@ describe('automatic failback after a configured stable period', { timeout: 120_0
       const row: { owner_cluster: string; epoch: number } | undefined = await harness.db('devices').where({ id: 'd0' }).first('owner_cluster', 'epoch');
       return row?.owner_cluster === 'c1' ? row : undefined;
     });
+    // Both servers show the dead cluster as failed, though its last report said online.
+    for (const server of ['A', 'B'] as const) {
+      const response = await fetch(`${harness.serverUrl(server)}/v1/storage-systems/ss1/clusters`, { headers: bearer(testAdminToken) });
+      assert.equal(response.status, 200);
+      const { items } = (await response.json()) as { items: { id: string; state: string }[] };
+      assert.deepEqual(items.map((cluster) => `${cluster.id}:${cluster.state}`), ['c0:failed', 'c1:online'], `server ${server}`);
+    }
     await harness.restart('driver-ss1-c0');
     await harness.restart('cluster-manager-ss1-c0');
     const back = await waitFor(

@@ -769,7 +769,10 @@ export interface components {
          * @enum {string}
          */
         DeviceState: "available" | "unavailable" | "offline" | "retired";
-        /** @enum {string} */
+        /**
+         * @description `online`: the cluster runs its devices. `failed`: its peer took its devices over (the servers list a cluster as failed from that moment, whatever it last reported). `recovering`: back after a failure, owning nothing until failback.
+         * @enum {string}
+         */
         ClusterState: "online" | "failed" | "recovering";
         ReportedDevice: {
             id: components["schemas"]["DeviceId"];

@@ -2,6 +2,7 @@ import type { ServerApi } from '@duplex/contracts';
 import { ProblemError, pageById, type OperationHandlers } from '@duplex/shared';
 import type { ServerContext } from '../context.ts';
 import type { ClusterView } from '../lib/inventory-view.ts';
+import { clusterStates } from '../repositories/clusters.ts';
 import { callClusterManager, type ClusterManagerInventory } from '../services/cluster-managers.ts';
 
 type Ops = ServerApi.operations;
@@ -41,10 +42,13 @@ export function storageSystemHandlers(
     },
     async listClusters(request) {
       const { limit = 50, cursor } = request.query;
-      const clusters = clustersOf(request.params.id).map((view) => ({
+      const views = clustersOf(request.params.id);
+      // Taken from Postgres: a dead cluster's last report still says online.
+      const states = await clusterStates(context.db, request.params.id);
+      const clusters = views.map((view) => ({
         id: view.cluster_id,
         storage_system_id: view.storage_system_id,
-        state: view.cluster_state,
+        state: states.get(view.cluster_id) ?? view.cluster_state,
         epoch: view.epoch,
         device_count: view.devices.filter((device) => device.owner_cluster === view.cluster_id).length,
         inventory_version: view.version,

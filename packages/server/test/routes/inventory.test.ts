@@ -146,6 +146,21 @@ describe('inventory', () => {
       assert.equal(page.next_cursor, null);
     });
 
+    it('shows the state the cluster-managers keep: a cluster its peer took over is failed, though its last report said online', async () => {
+      await server.db('storage_systems').insert({ id: 'ss1' }).onConflict('id').ignore();
+      await server.db('clusters').insert([
+        { storage_system_id: 'ss1', id: 'c0', state: 'online' },
+        { storage_system_id: 'ss1', id: 'c1', state: 'failed' },
+      ]);
+      try {
+        const page = await get<Page<{ id: string; state: string }>>('/v1/storage-systems/ss1/clusters');
+        assert.deepEqual(page.items.map((cluster) => `${cluster.id}:${cluster.state}`), ['c0:online', 'c1:failed']);
+        assert.equal((await storedView('c1'))!.cluster_state, 'online', 'the last report c1 sent');
+      } finally {
+        await server.db('clusters').where({ storage_system_id: 'ss1' }).del();
+      }
+    });
+
     it('pages with limit=1', async () => {
       const first = await get<Page<{ id: string }>>('/v1/storage-systems/ss1/clusters?limit=1');
       assert.deepEqual(first.items.map((c) => c.id), ['c0']);
