@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { hash, timingSafeEqual } from 'node:crypto';
 
 /**
  * What is stored or compared of a secret. A plain SHA-256 suffices, and a lookup by it is
@@ -7,7 +7,8 @@ import { createHash, timingSafeEqual } from 'node:crypto';
  * the clear.
  */
 export function secretHash(secret: string): string {
-  return createHash('sha256').update(secret, 'utf8').digest('hex');
+  // The one-shot form: every authenticated request (each heartbeat among them) hashes its secret.
+  return hash('sha256', secret, 'hex');
 }
 
 /** The token of an `Authorization: Bearer <token>` header, or undefined for anything else. */
