@@ -6,6 +6,7 @@ import { registerProblemHandlers, sendProblem } from './errors.ts';
 import { createServiceMetrics, type ServiceMetrics } from './metrics.ts';
 import { problemDocument, ProblemError } from './problem.ts';
 import { randomHex } from './random-hex.ts';
+import { LazyChildLogger } from './request-logger.ts';
 import { AuthFailures } from './auth-failures.ts';
 import { useClientTls } from './http-client.ts';
 import { installServiceAuthentication, type CredentialCheck } from './service-auth.ts';
@@ -111,7 +112,7 @@ export async function createServiceApp(options: ServiceAppOptions): Promise<Fast
     childLoggerFactory(logger, bindings, loggerOptions, rawRequest) {
       const trace = continueTrace(rawRequest.headers.traceparent);
       (rawRequest as TracedRequest)[requestTrace] = trace;
-      return logger.child({ ...bindings, ...traceLogFields(trace) }, loggerOptions);
+      return LazyChildLogger.of(logger, () => ({ ...bindings, ...traceLogFields(trace) }), loggerOptions);
     },
     bodyLimit: options.bodyLimit ?? 1_048_576,
     // Ids up to 191 characters (agents' ids) and their percent-encodings fit a path parameter.
