@@ -18,20 +18,19 @@ const isEnabled = (logger: FastifyBaseLogger, level: string): boolean =>
 export class LazyChildLogger implements FastifyBaseLogger {
   private made: FastifyBaseLogger | undefined;
 
-  constructor(
+  private constructor(
     private readonly parent: FastifyBaseLogger,
     private readonly bindings: () => Bindings,
-    private readonly options: ChildOptions,
   ) {}
 
   /** The request's logger: lazy unless its route sets a level or serializers of its own. */
   static of(parent: FastifyBaseLogger, bindings: () => Bindings, options: ChildOptions): FastifyBaseLogger {
     const ownSettings = options !== undefined && Object.keys(options).length > 0;
-    return ownSettings ? parent.child(bindings(), options) : new LazyChildLogger(parent, bindings, options);
+    return ownSettings ? parent.child(bindings(), options) : new LazyChildLogger(parent, bindings);
   }
 
   private get logger(): FastifyBaseLogger {
-    return (this.made ??= this.parent.child(this.bindings(), this.options));
+    return (this.made ??= this.parent.child(this.bindings()));
   }
 
   private write(level: Level, args: unknown[]): void {

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { ServerApi } from '@duplex/contracts';
 import type { InventoryView } from './inventory-view.ts';
 
@@ -43,7 +43,7 @@ export function canonicalJson(value: unknown): string {
   return `{${json}}`;
 }
 
-export const requestHash = (request: TaskRequest): string => createHash('sha256').update(canonicalJson(request)).digest('hex');
+export const requestHash = (request: TaskRequest): string => hash('sha256', canonicalJson(request), 'hex');
 
 export interface VolumeRef {
   device: string;
