@@ -45,7 +45,10 @@ if (!env.DATABASE_URL) {
 }
 
 const concurrency = process.env.TEST_CONCURRENCY ?? '2';
-const child = spawn(process.execPath, ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, ...files], {
+// Node 20's runner applies the timeout to each file's process: a test that hangs, or a file that
+// leaves a handle open, fails under the file's name after 10 minutes instead of holding the run.
+const fileTimeoutMs = process.env.TEST_FILE_TIMEOUT_MS ?? '600000';
+const child = spawn(process.execPath, ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, `--test-timeout=${fileTimeoutMs}`, ...files], {
   cwd: root,
   env,
   stdio: 'inherit',

@@ -54,6 +54,10 @@ export function createFailoverFetch(options: FailoverOptions): typeof fetch {
 
   return (async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
     const original = new Request(input, init);
+    // The caller's own signal, not the copy's: a Request's signal follows the one it was made
+    // from only while the Request lives, and `original` is gone once the headers are back, so
+    // after a garbage collection an abort through it would no longer end a streaming body.
+    const callerSignal = init?.signal ?? (input instanceof Request ? input.signal : undefined);
     const target = new URL(original.url);
     const path = `${target.pathname}${target.search}`;
     const body = original.body === null ? undefined : await original.arrayBuffer();
@@ -68,7 +72,7 @@ export function createFailoverFetch(options: FailoverOptions): typeof fetch {
       const server = servers[index]!;
       // The caller's signal ends the request and its body at any time; the timeout only until the headers.
       const timeout = new AbortController();
-      const signal = AbortSignal.any([original.signal, timeout.signal]);
+      const signal = callerSignal ? AbortSignal.any([callerSignal, timeout.signal]) : timeout.signal;
       const timer = setTimeout(() => timeout.abort(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
       let reason: string;
       let mayRetry: boolean;
@@ -90,7 +94,7 @@ export function createFailoverFetch(options: FailoverOptions): typeof fetch {
         reason = `answered ${response.status}`;
         mayRetry = true;
       } catch (error) {
-        if (original.signal.aborted) throw original.signal.reason;
+        if (callerSignal?.aborted) throw callerSignal.reason;
         const code = errorCode(error);
         const cause = (error as { cause?: { message?: string } }).cause;
         reason = timeout.signal.aborted ? `no answer within ${timeoutMs} ms` : (code ?? cause?.message ?? (error as Error).message);
