@@ -153,19 +153,23 @@ const markDispatchedStatement: Statement = {
       returning t.*`,
 };
 
-/** Puts attempts back in the queue, unless they moved on since (checked by token). */
-export async function requeueAttempts(db: Queryable, attempts: { id: string; fencing_token: number }[]): Promise<TaskRow[]> {
+/**
+ * Puts attempts back in the queue, unless they moved on since (checked by token); with
+ * `heldBy`, only attempts that agent holds.
+ */
+export async function requeueAttempts(db: Queryable, attempts: { id: string; fencing_token: number }[], heldBy?: string): Promise<TaskRow[]> {
   if (attempts.length === 0) return [];
-  const { rows } = await db.raw<{ rows: TaskRow[] }>(
-    `update tasks t
-        set state = 'queued', agent_id = null, cluster_id = null, updated_at = now()
-       from jsonb_to_recordset(?::jsonb) as a(id text, fencing_token bigint)
-      where t.id = a.id and t.fencing_token = a.fencing_token and t.state in ('dispatched', 'running')
-  returning t.*`,
-    [JSON.stringify(attempts)],
-  );
-  return rows;
+  return runStatement<TaskRow>(db, requeueStatement, [JSON.stringify(attempts), heldBy ?? null]);
 }
+
+const requeueStatement: Statement = {
+  text: `update tasks t
+            set state = 'queued', agent_id = null, cluster_id = null, updated_at = now()
+           from jsonb_to_recordset($1::jsonb) as a(id text, fencing_token bigint)
+          where t.id = a.id and t.fencing_token = a.fencing_token and t.state in ('dispatched', 'running')
+            and ($2::text is null or t.agent_id = $2)
+      returning t.*`,
+};
 
 /**
  * Of the given task ids, those never dispatched to the agent (no `dispatched` step of its in the
@@ -203,10 +207,13 @@ export interface StateReport {
   traceparent?: string;
 }
 
-/** Applies reports whose token is the current attempt's; returns the rows that changed. */
-export async function applyStateReports(db: Queryable, reports: StateReport[]): Promise<TaskRow[]> {
+/**
+ * Applies the reports of agent `agentId` whose token is the current attempt's, an attempt that
+ * agent holds; returns the rows that changed.
+ */
+export async function applyStateReports(db: Queryable, agentId: string, reports: StateReport[]): Promise<TaskRow[]> {
   if (reports.length === 0) return [];
-  return runStatement<TaskRow>(db, applyReportsStatement, [JSON.stringify(reports)]);
+  return runStatement<TaskRow>(db, applyReportsStatement, [JSON.stringify(reports), agentId]);
 }
 
 const applyReportsStatement: Statement = {
@@ -217,7 +224,7 @@ const applyReportsStatement: Statement = {
                 finished_at = case when r.state in ('succeeded', 'failed') then now() else t.finished_at end,
                 updated_at = now()
            from jsonb_to_recordset($1::jsonb) as r(task_id text, fencing_token bigint, state text, result jsonb, error jsonb)
-          where t.id = r.task_id and t.fencing_token = r.fencing_token
+          where t.id = r.task_id and t.fencing_token = r.fencing_token and t.agent_id = $2
             and (t.state = 'dispatched' or (t.state = 'running' and r.state <> 'running'))
       returning t.*`,
 };

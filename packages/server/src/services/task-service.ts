@@ -213,12 +213,22 @@ export class TaskService {
     });
   }
 
-  /** Applies an agent's reports; each report whose token is not the current attempt's is stale. */
-  async applyReports(reports: tasks.StateReport[]): Promise<Map<string, 'applied' | 'stale' | 'unknown'>> {
+  /**
+   * Applies agent `agentId`'s reports; each report whose token is not the current attempt's is
+   * stale. A batch that reports on a task never dispatched to the agent is refused whole (403)
+   * and changes nothing. Only the reports that did not apply need that check: an attempt the
+   * agent holds under the reported token was dispatched to it.
+   */
+  async applyReports(agentId: string, reports: tasks.StateReport[]): Promise<Map<string, 'applied' | 'stale' | 'unknown'>> {
     const refused = reports.filter((report) => report.state === 'refused');
     const changed = await this.db.transaction(async (trx) => {
-      const requeued = await tasks.requeueAttempts(trx, refused.map((report) => ({ id: report.task_id, fencing_token: report.fencing_token })));
-      const rows = await tasks.applyStateReports(trx, reports.filter((report) => report.state !== 'refused'));
+      const requeued = await tasks.requeueAttempts(trx, refused.map((report) => ({ id: report.task_id, fencing_token: report.fencing_token })), agentId);
+      const rows = await tasks.applyStateReports(trx, agentId, reports.filter((report) => report.state !== 'refused'));
+      const applied = new Set([...requeued, ...rows].map((row) => row.id));
+      const strangers = await tasks.tasksNeverDispatchedTo(trx, agentId, reports.filter((report) => !applied.has(report.task_id)).map((report) => report.task_id));
+      if (strangers.length > 0) {
+        throw new ProblemError('forbidden', `agent '${agentId}' reports on tasks never dispatched to it: ${strangers.slice(0, 10).join(', ')}`);
+      }
       await settleFinishedTasks(trx, rows);
       await tasks.recordTransitions(trx, [...requeued, ...rows], { notifyAfterCommit: true });
       return [...requeued, ...rows];

@@ -259,6 +259,25 @@ describe('task life through an agent', () => {
     assert.notEqual(state, undefined);
   });
 
+  it('a batch with one report on a task never dispatched to the agent is 403 whole: its own reports change nothing either', async () => {
+    const own = await dispatched({ kind: 'device.probe', storage_system_id: 'ss1', device: 'd0' });
+    const theirs = await dispatched({ kind: 'device.probe', storage_system_id: 'ss1', device: 'd4' });
+    assert.equal(own.agent_id, agents.c0);
+    assert.equal(theirs.agent_id, agents.c1);
+    const before = await snapshot(server.db);
+    for (const state of ['succeeded', 'refused'] as const) {
+      const response = await postReports(server.app, agents.c0, [
+        { task_id: own.id, attempt: 1, fencing_token: own.fencing_token, state: 'succeeded', result: {} },
+        { task_id: theirs.id, attempt: 1, fencing_token: theirs.fencing_token, state },
+      ]);
+      assertProblem(response, 403, 'forbidden');
+      assert.match(response.json<{ detail: string }>().detail, new RegExp(theirs.id));
+      assert.equal(await snapshot(server.db), before);
+    }
+    assert.equal((await taskRow(server.db, own.id))?.state, 'dispatched');
+    assert.equal((await taskRow(server.db, theirs.id))?.state, 'dispatched');
+  });
+
   it('reports from an unknown agent are 401: no credential can be its', async () => {
     const attempt = await dispatched({ kind: 'device.probe', storage_system_id: 'ss1', device: 'd0' });
     const state = await snapshot(server.db);
