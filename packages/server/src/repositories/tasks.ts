@@ -138,10 +138,25 @@ export interface Assignment {
   cluster_id: string;
 }
 
-/** Raises attempt and fencing token and marks the tasks dispatched, in one statement. */
+/*
+ * The statements that change a batch of tasks by id (marking them dispatched, applying reports,
+ * putting attempts back) name their rows with `id = any(…)`, which Postgres counts, so it finds
+ * each task by its primary key; and they check states only in forms that no partial index's
+ * predicate follows from. A join with the batch alone is estimated at 100 rows and was planned as
+ * a scan of the whole table on a small one; a plain check such as `state = 'queued'` let the
+ * planner read the partial index of every queued or open task whenever the statistics lagged
+ * behind a queue that grew fast (27 ms to mark 30 tasks with 100,000 queued, against 0.5 ms by
+ * the key). A test counts what each statement reads.
+ */
+
+/**
+ * Raises attempt and fencing token and marks the tasks dispatched, in one statement. The tasks
+ * must have been locked by lockQueuedTasks in the same transaction, which keeps them queued
+ * until it ends, so the statement checks no state.
+ */
 export async function markDispatched(db: Queryable, assignments: Assignment[]): Promise<TaskRow[]> {
   if (assignments.length === 0) return [];
-  return runStatement<TaskRow>(db, markDispatchedStatement, [JSON.stringify(assignments)]);
+  return runStatement<TaskRow>(db, markDispatchedStatement, [JSON.stringify(assignments), assignments.map((assignment) => assignment.id)]);
 }
 
 const markDispatchedStatement: Statement = {
@@ -149,7 +164,7 @@ const markDispatchedStatement: Statement = {
             set state = 'dispatched', attempt = t.attempt + 1, fencing_token = nextval('fencing_token_seq'),
                 agent_id = a.agent_id, cluster_id = a.cluster_id, dispatched_at = now(), updated_at = now()
            from jsonb_to_recordset($1::jsonb) as a(id text, agent_id text, cluster_id text)
-          where t.id = a.id and t.state = 'queued'
+          where t.id = any($2::text[]) and t.id = a.id
       returning t.*`,
 };
 
@@ -159,14 +174,15 @@ const markDispatchedStatement: Statement = {
  */
 export async function requeueAttempts(db: Queryable, attempts: { id: string; fencing_token: number }[], heldBy?: string): Promise<TaskRow[]> {
   if (attempts.length === 0) return [];
-  return runStatement<TaskRow>(db, requeueStatement, [JSON.stringify(attempts), heldBy ?? null]);
+  return runStatement<TaskRow>(db, requeueStatement, [JSON.stringify(attempts), heldBy ?? null, attempts.map((attempt) => attempt.id)]);
 }
 
 const requeueStatement: Statement = {
   text: `update tasks t
             set state = 'queued', agent_id = null, cluster_id = null, updated_at = now()
            from jsonb_to_recordset($1::jsonb) as a(id text, fencing_token bigint)
-          where t.id = a.id and t.fencing_token = a.fencing_token and t.state in ('dispatched', 'running')
+          where t.id = any($3::text[]) and t.id = a.id and t.fencing_token = a.fencing_token
+            and (case t.state when 'dispatched' then true when 'running' then true else false end)
             and ($2::text is null or t.agent_id = $2)
       returning t.*`,
 };
@@ -213,7 +229,7 @@ export interface StateReport {
  */
 export async function applyStateReports(db: Queryable, agentId: string, reports: StateReport[]): Promise<TaskRow[]> {
   if (reports.length === 0) return [];
-  return runStatement<TaskRow>(db, applyReportsStatement, [JSON.stringify(reports), agentId]);
+  return runStatement<TaskRow>(db, applyReportsStatement, [JSON.stringify(reports), agentId, reports.map((report) => report.task_id)]);
 }
 
 const applyReportsStatement: Statement = {
@@ -224,24 +240,27 @@ const applyReportsStatement: Statement = {
                 finished_at = case when r.state in ('succeeded', 'failed') then now() else t.finished_at end,
                 updated_at = now()
            from jsonb_to_recordset($1::jsonb) as r(task_id text, fencing_token bigint, state text, result jsonb, error jsonb)
-          where t.id = r.task_id and t.fencing_token = r.fencing_token and t.agent_id = $2
-            and (t.state = 'dispatched' or (t.state = 'running' and r.state <> 'running'))
+          where t.id = any($3::text[]) and t.id = r.task_id and t.fencing_token = r.fencing_token and t.agent_id = $2
+            and (case t.state when 'dispatched' then true when 'running' then r.state <> 'running' else false end)
       returning t.*`,
 };
 
-/** Fails queued tasks that cannot run (their device is out of service), each with its problem. */
+/**
+ * Fails queued tasks that cannot run (their device is out of service), each with its problem.
+ * Like markDispatched, it takes tasks locked by lockQueuedTasks in the same transaction.
+ */
 export async function failQueuedTasks(db: Queryable, failures: { id: string; error: Problem }[]): Promise<TaskRow[]> {
   if (failures.length === 0) return [];
-  const { rows } = await db.raw<{ rows: TaskRow[] }>(
-    `update tasks t
-        set state = 'failed', error = f.error, finished_at = now(), updated_at = now()
-       from jsonb_to_recordset(?::jsonb) as f(id text, error jsonb)
-      where t.id = f.id and t.state = 'queued'
-  returning t.*`,
-    [JSON.stringify(failures)],
-  );
-  return rows;
+  return runStatement<TaskRow>(db, failQueuedStatement, [JSON.stringify(failures), failures.map((failure) => failure.id)]);
 }
+
+const failQueuedStatement: Statement = {
+  text: `update tasks t
+            set state = 'failed', error = f.error, finished_at = now(), updated_at = now()
+           from jsonb_to_recordset($1::jsonb) as f(id text, error jsonb)
+          where t.id = any($2::text[]) and t.id = f.id
+      returning t.*`,
+};
 
 export async function existingTaskIds(db: Queryable, ids: string[]): Promise<string[]> {
   const rows: { id: string }[] = await db('tasks').whereIn('id', ids).select('id');
