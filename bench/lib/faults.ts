@@ -146,6 +146,17 @@ async function steady(ctx: BenchContext, result: TrialResult, stableAgent?: stri
   reapOrphans(ctx, result);
   await waitUntil('both servers ready', async () => ((await servers.A.ready()) && (await servers.B.ready()) ? true : undefined), 60_000, 100);
   await harness.waitForAgents(4, 60_000);
+  // A lease outlives its process: after a cluster is lost and back, its agents count as active
+  // while their registrations still name the killed processes. The trials signal these two by
+  // the registered pid, so each must be registered from the process now running.
+  for (const name of [victimAgent, serverBAgent]) {
+    await waitUntil(
+      `agent ${name} to be registered from a live process`,
+      async () => ((await agentProcess(harness.db, name, ctx.marker, managerUrl(ctx, name))) ? true : undefined),
+      60_000,
+      100,
+    );
+  }
   for (const server of [servers.A, servers.B]) {
     await waitUntil(
       `server ${server.id} to see ${device} owned by c0 and available`,
