@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import type { Queryable } from '@duplex/shared';
 import { createTestDatabase, type TestDatabase } from '@duplex/testkit';
 import { applyStateReports, failQueuedTasks, lockQueuedTasks, markDispatched, requeueAttempts } from '../../src/repositories/tasks.ts';
 
@@ -9,7 +10,7 @@ const queued = 20_000;
  * What this transaction has read of `tasks` so far, as Postgres counts it: entries of each
  * index, and rows of whole-table scans.
  */
-async function tasksReads(trx: Parameters<typeof lockQueuedTasks>[0]): Promise<Record<string, number>> {
+async function tasksReads(trx: Queryable): Promise<Record<string, number>> {
   const { rows } = await trx.raw<{ rows: { index: string; read: string }[] }>(
     `select i.relname as index, pg_stat_get_xact_tuples_returned(i.oid) as read
        from pg_index x join pg_class i on i.oid = x.indexrelid where x.indrelid = 'tasks'::regclass
