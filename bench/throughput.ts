@@ -7,6 +7,7 @@
  *   node --import tsx bench/throughput.ts              # 10 s per backend after a 5 s warm-up
  *   node --import tsx bench/throughput.ts --smoke      # CI: 2 s per backend
  *   node --import tsx bench/throughput.ts --cpu-prof   # also profile every process of the topology
+ *   node --import tsx bench/throughput.ts --runs 3     # three trials, and their medians
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -22,13 +23,15 @@ import type { PostgresSettings } from './lib/postgres.ts';
 import { BenchSession, log } from './lib/session.ts';
 import { readSettings } from './lib/settings.ts';
 import { deviceCapacityBytes } from './lib/task-load.ts';
+import { median } from './lib/stats.ts';
+import { mediansTable, runsUsage, trialLabel, trialsWanted } from './lib/trials.ts';
 
 const backends = ['memory', 'file'] as const;
 type Backend = (typeof backends)[number];
 /** Issue 5: end-to-end throughput >= 0.75 x the 1-hop floor measured in the same run. */
 const targetRatio = 0.75;
 
-const usage = `usage: node --import tsx bench/throughput.ts [--smoke] [--duration-s S] [--warmup-s S] [--concurrency N] [--backends memory,file] [--floor-connections N] [--cpu-prof] [--pg-statements] [--strict] [--results-dir DIR]
+const usage = `usage: node --import tsx bench/throughput.ts [--smoke] [--duration-s S] [--warmup-s S] [--concurrency N] [--backends memory,file] [--floor-connections N] [--cpu-prof] [--pg-statements] [--runs N] [--strict] [--results-dir DIR]
 
   --smoke                a short run that checks the benchmark works (2 s per backend and floor)
   --duration-s S         measured seconds per backend (default 10; 2 with --smoke); the floor runs as long
@@ -39,7 +42,8 @@ const usage = `usage: node --import tsx bench/throughput.ts [--smoke] [--duratio
   --drain-timeout-s S    how long to wait for the last tasks after the window (default 30)
   --cpu-prof             profile every process of the topology (as node --cpu-prof does) and print the top self-time functions in the window
   --pg-statements        load pg_stat_statements into the run's Postgres and print the statements it spent the window on
-  --strict               exit 1 when the target is missed too (by default only failed tasks or errors do)
+${runsUsage}
+  --strict               exit 1 when the target is missed too (by the median with --runs; by default only failed tasks or errors do)
   --results-dir DIR      where the JSON (and profiles) go (default: bench/results)`;
 
 const benchDir = fileURLToPath(new URL('.', import.meta.url));
@@ -52,6 +56,7 @@ const flags = parseLoadFlags(process.argv.slice(2), usage, join(benchDir, 'resul
   'drain-timeout-s': { type: 'string' },
   'cpu-prof': { type: 'boolean', default: false },
   'pg-statements': { type: 'boolean', default: false },
+  runs: { type: 'string' },
 });
 const durationMs = positiveNumber(flags, 'duration-s', flags.smoke ? 2 : 10, usage) * 1_000;
 // Even the smoke warms up for 2 s: the first tasks on a cold topology can take longer than a shorter window.
@@ -65,18 +70,21 @@ const drainTimeoutMs = positiveNumber(flags, 'drain-timeout-s', 30, usage) * 1_0
 const chosen = listFlag(flags, 'backends', backends, backends, usage);
 const cpuProf = flags.values['cpu-prof'] === true;
 const pgStatements = flags.values['pg-statements'] === true;
+const trials = trialsWanted(flags, usage);
 const floorWarmupMs = Math.min(warmupMs, flags.smoke ? 1_000 : 2_000);
 const idleWindowMs = 3_000;
 
 const settings = readSettings(process.env, { server: ['DATABASE_POOL_MAX', 'DISPATCH_BATCH_SIZE', 'DISPATCH_RETRY_MS', 'AGENT_HEARTBEAT_INTERVAL_MS'] });
 const session = new BenchSession('throughput');
 const { runId, stamp } = session;
-session.begin(`${chosen.join(' then ')} backend; ${concurrency} tasks in flight; ${warmupMs / 1_000} s warm-up, ${durationMs / 1_000} s measured; 1-hop floor first`, settings);
+session.begin(`${trials > 1 ? `${trials} trials of: ` : ''}${chosen.join(' then ')} backend; ${concurrency} tasks in flight; ${warmupMs / 1_000} s warm-up, ${durationMs / 1_000} s measured; 1-hop floor first`, settings);
 const profileRoot = join(flags.resultsDir, `throughput-${stamp}-profiles`);
 const profilerPreload = fileURLToPath(new URL('./lib/cpu-profiler.mjs', import.meta.url));
 
 interface BackendRun {
   backend: Backend;
+  /** Which of the `--runs` trials, from 1. */
+  trial: number;
   floor: FloorFigure | null;
   postgres: PostgresSettings | null;
   load: ClosedLoopResult | null;
@@ -155,10 +163,12 @@ function readProfiles(directory: string, load: ClosedLoopResult): ProfileSummary
   });
 }
 
-for (const backend of chosen) {
-  const run: BackendRun = { backend, floor: null, postgres: null, load: null, idle_cpu: [], profiles: [], database: null, error: null };
+/** One trial of one backend: its floor, then the load on a fresh topology. */
+async function measureBackend(backend: Backend, trial: number): Promise<void> {
+  const run: BackendRun = { backend, trial, floor: null, postgres: null, load: null, idle_cpu: [], profiles: [], database: null, error: null };
   runs.push(run);
-  const profileDir = join(profileRoot, backend);
+  const label = trialLabel(backend, trial, trials);
+  const profileDir = join(profileRoot, trials > 1 ? `${backend}-${trial}` : backend);
   try {
     if (cpuProf) mkdirSync(profileDir, { recursive: true });
     // Node 20 refuses --cpu-prof in NODE_OPTIONS; the preload does the same from inside each process.
@@ -182,7 +192,7 @@ for (const backend of chosen) {
       const requestsBefore = await requestCounts(harness);
       run.load = await runClosedLoop({
         harness,
-        prefix: `tp-${runId}-${backend}`,
+        prefix: `tp-${runId}-${backend}-${trial}`,
         concurrency,
         warmupMs,
         durationMs,
@@ -209,7 +219,7 @@ for (const backend of chosen) {
         };
       }
       log(
-        `${backend}: ${run.load.tasks_per_s.toFixed(0)} tasks/s against a floor of ${run.floor.req_per_s.toFixed(0)}/s; ` +
+        `${label}: ${run.load.tasks_per_s.toFixed(0)} tasks/s against a floor of ${run.floor.req_per_s.toFixed(0)}/s; ` +
           `${run.load.failed} failed, ${run.load.submit_errors} submit errors, ${run.load.unfinished} unfinished`,
       );
     } finally {
@@ -220,21 +230,34 @@ for (const backend of chosen) {
     if (cpuProf && run.load) run.profiles = readProfiles(profileDir, run.load);
   } catch (error) {
     run.error = (error as Error).message;
-    log(`${backend}: the run stopped: ${run.error}\n${(error as Error).stack ?? ''}`);
+    log(`${label}: the run stopped: ${run.error}\n${(error as Error).stack ?? ''}`);
   }
 }
 
+for (let trial = 1; trial <= trials; trial++) {
+  for (const backend of chosen) await measureBackend(backend, trial);
+}
+
+/** A run's name in the report: its backend, and its trial when there are several. */
+const nameOf = (run: BackendRun): string => trialLabel(run.backend, run.trial, trials);
+
 const problems = runs.flatMap((run) => {
   const found: string[] = [];
-  if (run.error) found.push(`${run.backend}: ${run.error}`);
-  if (run.floor && run.floor.errors > 0) found.push(`${run.backend}: the floor had ${run.floor.errors} failed requests`);
-  if (run.load?.failed) found.push(`${run.backend}: ${run.load.failed} task(s) failed`);
-  if (run.load?.submit_errors) found.push(`${run.backend}: ${run.load.submit_errors} submit(s) were not answered 202: ${JSON.stringify(run.load.submit_error_kinds)}`);
-  if (run.load?.unfinished) found.push(`${run.backend}: ${run.load.unfinished} task(s) had not ended after the drain`);
+  if (run.error) found.push(`${nameOf(run)}: ${run.error}`);
+  if (run.floor && run.floor.errors > 0) found.push(`${nameOf(run)}: the floor had ${run.floor.errors} failed requests`);
+  if (run.load?.failed) found.push(`${nameOf(run)}: ${run.load.failed} task(s) failed`);
+  if (run.load?.submit_errors) found.push(`${nameOf(run)}: ${run.load.submit_errors} submit(s) were not answered 202: ${JSON.stringify(run.load.submit_error_kinds)}`);
+  if (run.load?.unfinished) found.push(`${nameOf(run)}: ${run.load.unfinished} task(s) had not ended after the drain`);
   return found;
 });
 const measured = runs.filter((run): run is BackendRun & { floor: FloorFigure; load: ClosedLoopResult } => run.floor !== null && run.load !== null);
-const missed = measured.filter((run) => run.load.tasks_per_s < targetRatio * run.floor.req_per_s);
+/** Per backend, its trials' figures; the target is judged by the median of their ratios to the floor. */
+const byBackend = chosen.map((backend) => {
+  const trialsOf = measured.filter((run) => run.backend === backend);
+  const ratios = trialsOf.map((run) => run.load.tasks_per_s / run.floor.req_per_s);
+  return { backend, trialsOf, ratios, medianRatio: median(ratios) };
+});
+const missed = byBackend.filter((entry) => entry.medianRatio !== undefined && entry.medianRatio < targetRatio);
 
 console.log(`## Throughput (${concurrency} tasks in flight, ${durationMs / 1_000} s measured after ${warmupMs / 1_000} s warm-up)\n`);
 const postgres = runs.find((run) => run.postgres)?.postgres;
@@ -245,10 +268,10 @@ console.log(
     runs.map((run) => {
       const load = run.load;
       const floor = run.floor;
-      if (!load || !floor) return [run.backend, `**not measured**: ${run.error ?? '?'}`, floor ? `${count(floor.req_per_s)}/s` : '–', '–', `≥ ${targetRatio}×`, '–', '–', '–', '–', '–', '–', '–'];
+      if (!load || !floor) return [nameOf(run), `**not measured**: ${run.error ?? '?'}`, floor ? `${count(floor.req_per_s)}/s` : '–', '–', `≥ ${targetRatio}×`, '–', '–', '–', '–', '–', '–', '–'];
       const met = load.tasks_per_s >= targetRatio * floor.req_per_s;
       return [
-        run.backend,
+        nameOf(run),
         count(load.tasks_per_s),
         `${count(floor.req_per_s)}/s`,
         ratio(load.tasks_per_s, floor.req_per_s),
@@ -266,25 +289,44 @@ console.log(
   ),
 );
 console.log('');
+if (trials > 1) {
+  console.log(`Medians of the ${trials} trials (each on a fresh topology, with its own floor):\n`);
+  console.log(
+    mediansTable(
+      'backend',
+      byBackend.map(({ backend, trialsOf, ratios, medianRatio }) => ({
+        name: backend,
+        figures: [
+          { heading: 'tasks/s', values: trialsOf.map((run) => run.load.tasks_per_s), format: count },
+          { heading: '1-hop floor/s', values: trialsOf.map((run) => run.floor.req_per_s), format: count },
+          { heading: 'ratio', values: ratios, format: (value) => `${value.toFixed(2)}×` },
+          { heading: 'submit→succeeded p99', values: trialsOf.map((run) => run.load.end_to_end_ms.p99 ?? Infinity), format: ms },
+        ],
+        verdict: medianRatio === undefined ? 'not measured' : `≥ ${targetRatio}×: ${medianRatio >= targetRatio ? 'met' : '**missed**'}`,
+      })),
+    ),
+  );
+  console.log('');
+}
 console.log('The 1-hop floor of each row, measured just before it on the topology\'s Postgres (the topology idle):\n');
-console.log(floorsTable(runs.flatMap((run) => (run.floor ? [{ ...run.floor, title: `${run.floor.title} (before ${run.backend})` }] : []))));
+console.log(floorsTable(runs.flatMap((run) => (run.floor ? [{ ...run.floor, title: `${run.floor.title} (before ${nameOf(run)})` }] : []))));
 console.log('');
 console.log(
   table(
     ['backend', 'median (p99) moment each state was entered, after the task was created'],
-    measured.map((run) => [run.backend, Object.entries(run.load.phases_ms).map(([state, at]) => `${state} ${ms(at.p50)} (${ms(at.p99)})`).join(' → ')]),
+    measured.map((run) => [nameOf(run), Object.entries(run.load.phases_ms).map(([state, at]) => `${state} ${ms(at.p50)} (${ms(at.p99)})`).join(' → ')]),
   ),
 );
 console.log('');
 console.log(
   table(
     ['backend', 'succeeded in each second of the window', 'tasks re-dispatched', 'tasks in the run'],
-    measured.map((run) => [run.backend, run.load.per_second.map((value) => count(value)).join(', '), String(run.load.redispatched), count(Object.values(run.load.states).reduce((a, b) => a + b, 0))]),
+    measured.map((run) => [nameOf(run), run.load.per_second.map((value) => count(value)).join(', '), String(run.load.redispatched), count(Object.values(run.load.states).reduce((a, b) => a + b, 0))]),
   ),
 );
 console.log('');
 for (const run of measured) {
-  console.log(`CPU of the run's processes during the ${run.backend} window (% of one core; the machine has 2):\n`);
+  console.log(`CPU of the run's processes during the ${nameOf(run)} window (% of one core; the machine has 2):\n`);
   const idle = new Map(run.idle_cpu.map((share) => [share.name, share.cpu_percent]));
   console.log(
     table(
@@ -304,17 +346,17 @@ for (const run of measured) {
   }
   console.log(`\nIn all: ${total(run.load.cpu).toFixed(0)} % under load (${run.load.tasks_per_s > 0 ? ((total(run.load.cpu) / 100 / run.load.tasks_per_s) * 1_000).toFixed(1) : '–'} ms of CPU per task), ${run.idle_cpu.length > 0 ? `${total(run.idle_cpu).toFixed(0)} % at rest` : 'not measured at rest'}.`);
   console.log('');
-  console.log(`\nPostgres client backends during the ${run.backend} window, on average over ${run.load.postgres_waits.samples} samples (application: state / what they waited for):\n`);
+  console.log(`\nPostgres client backends during the ${nameOf(run)} window, on average over ${run.load.postgres_waits.samples} samples (application: state / what they waited for):\n`);
   console.log(table(['application: state / wait', 'backends'], run.load.postgres_waits.waits.slice(0, 12).map((wait) => [wait.what, wait.backends.toFixed(2)]), [false, true]));
   console.log('');
   const statements = run.load.postgres_waits.statements;
   if (statements) {
-    console.log(`Statements Postgres ran in the ${run.backend} window, by execution time (${ms(statements.total_ms)} in all, ${count(statements.total_wal_bytes / Math.max(run.load.succeeded_in_window, 1))} WAL bytes per task; per task = per task succeeded in the window):\n`);
+    console.log(`Statements Postgres ran in the ${nameOf(run)} window, by execution time (${ms(statements.total_ms)} in all, ${count(statements.total_wal_bytes / Math.max(run.load.succeeded_in_window, 1))} WAL bytes per task; per task = per task succeeded in the window):\n`);
     console.log(statementsTable(statements, run.load.succeeded_in_window, 'task'));
     console.log('');
   }
   for (const profile of run.profiles) {
-    console.log(`Top self time in ${profile.processes.join(', ')} during the ${run.backend} window (${count(profile.busy_ms)} ms busy, ${count(profile.idle_ms)} ms idle):\n`);
+    console.log(`Top self time in ${profile.processes.join(', ')} during the ${nameOf(run)} window (${count(profile.busy_ms)} ms busy, ${count(profile.idle_ms)} ms idle):\n`);
     console.log(table(['function', 'where', 'self', 'share of busy'], profile.top.map((entry) => [`\`${entry.function}\``, entry.location, ms(entry.self_ms), `${entry.percent.toFixed(1)} %`]), [false, false, true, true]));
     console.log('');
     console.log(table(['package', 'self', 'share of busy'], profile.packages.map((entry) => [entry.package, ms(entry.self_ms), `${entry.percent.toFixed(1)} %`]), [false, true, true]));

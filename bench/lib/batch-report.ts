@@ -7,6 +7,7 @@ import type { BatchLoadResult } from './batch-clients.ts';
 import { count, ms, ratio, table } from './load-options.ts';
 import { cpuSharesTable } from './process-cpu.ts';
 import type { ProfileSummary } from './profile-summary.ts';
+import { trialLabel } from './trials.ts';
 
 export const measurementIds = ['insert', 'pg-boss', 'duplex'] as const;
 export type MeasurementId = (typeof measurementIds)[number];
@@ -29,6 +30,8 @@ export interface StoreCount {
 
 export interface Measurement {
   id: MeasurementId;
+  /** Which of the `--runs` trials, from 1. */
+  trial: number;
   load: BatchLoadResult | null;
   store: StoreCount | null;
   error: string | null;
@@ -37,19 +40,26 @@ export interface Measurement {
 /** Issue 5: the bulk endpoint takes at least this many tasks/s on this machine. */
 export const targetTasksPerS = 20_000;
 
+const trialsIn = (measurements: readonly Measurement[]): number => Math.max(1, ...measurements.map((m) => m.trial));
+
+/** A measurement's row name: what it measured, and its trial when the list holds several. */
+function nameOf(m: Measurement, measurements: readonly Measurement[]): string {
+  return trialLabel(measurementTitles[m.id], m.trial, trialsIn(measurements));
+}
+
 export function resultsTable(measurements: readonly Measurement[]): string {
-  const figure = (id: MeasurementId) => measurements.find((m) => m.id === id)?.load?.tasks_per_s;
-  const floor = figure('insert');
-  const peer = figure('pg-boss');
+  const figure = (id: MeasurementId, trial: number) => measurements.find((m) => m.id === id && m.trial === trial)?.load?.tasks_per_s;
   return table(
     ['what', 'tasks/s', '÷ INSERT floor', '÷ pg-boss', 'target', 'met', 'batches in window', 'batch p50', 'batch p99', 'refused', 'batch errors', 'load avg (1 min)'],
     measurements.map((m) => {
       const load = m.load;
-      if (!load) return [measurementTitles[m.id], `**not measured**: ${m.error ?? '?'}`, '–', '–', '–', '–', '–', '–', '–', '–', '–', '–'];
+      const floor = figure('insert', m.trial);
+      const peer = figure('pg-boss', m.trial);
+      if (!load) return [nameOf(m, measurements), `**not measured**: ${m.error ?? '?'}`, '–', '–', '–', '–', '–', '–', '–', '–', '–', '–'];
       const isDuplex = m.id === 'duplex';
       const met = load.tasks_per_s >= targetTasksPerS ? 'yes' : `**no** (${((load.tasks_per_s / targetTasksPerS) * 100).toFixed(1)} % of it)`;
       return [
-        measurementTitles[m.id],
+        nameOf(m, measurements),
         count(load.tasks_per_s),
         floor === undefined ? '–' : ratio(load.tasks_per_s, floor),
         peer === undefined ? '–' : ratio(load.tasks_per_s, peer),
@@ -72,7 +82,7 @@ export function storeTable(measurements: readonly Measurement[]): string {
     ['what', 'tasks accepted in answers (whole run)', 'in the store', 'lost', 'made twice', 'in the store without an answer', 'batches abandoned'],
     measurements.flatMap((m) =>
       m.store && m.load
-        ? [[measurementTitles[m.id], count(m.store.accepted), count(m.store.stored), String(m.store.lost), m.store.doubled === null ? '–' : String(m.store.doubled), String(m.store.unanswered), String(m.load.abandoned)]]
+        ? [[nameOf(m, measurements), count(m.store.accepted), count(m.store.stored), String(m.store.lost), m.store.doubled === null ? '–' : String(m.store.doubled), String(m.store.unanswered), String(m.load.abandoned)]]
         : [],
     ),
     [false, true, true, true, true, true, true],
@@ -82,14 +92,14 @@ export function storeTable(measurements: readonly Measurement[]): string {
 export function perSecondTable(measurements: readonly Measurement[]): string {
   return table(
     ['what', 'tasks accepted in each second of the window'],
-    measurements.flatMap((m) => (m.load ? [[measurementTitles[m.id], m.load.per_second.map((value) => count(value)).join(', ')]] : [])),
+    measurements.flatMap((m) => (m.load ? [[nameOf(m, measurements), m.load.per_second.map((value) => count(value)).join(', ')]] : [])),
   );
 }
 
 /** The CPU of the run's processes in each window, side by side (% of one core; the machine has 2). */
 export function cpuTable(measurements: readonly Measurement[]): string {
   const measured = measurements.filter((m): m is Measurement & { load: BatchLoadResult } => m.load !== null);
-  return cpuSharesTable(measured.map((m) => ({ label: m.id, cpu: m.load.cpu, unitsPerS: m.load.tasks_per_s })));
+  return cpuSharesTable(measured.map((m) => ({ label: trialLabel(m.id, m.trial, trialsIn(measurements)), cpu: m.load.cpu, unitsPerS: m.load.tasks_per_s })));
 }
 
 export function waitsTable(load: BatchLoadResult): string {
