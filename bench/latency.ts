@@ -308,6 +308,7 @@ if (trials > 1) {
       rates.map((rate) => {
         const ofRate = phases.filter((phase) => phase.rate_per_s === rate);
         const figure = (heading: string, values: (number | null)[]) => ({ heading, values: values.map((value) => value ?? Infinity), format: msOrNever });
+        const times = (value: number) => (Number.isFinite(value) ? `${value.toFixed(2)}×` : '–');
         const p99 = ofRate.map((phase) => phase.submit.latency.p99_ms);
         const middle = median(p99.map((value) => value ?? Infinity));
         return {
@@ -315,6 +316,7 @@ if (trials > 1) {
           figures: [
             figure('submit p99', p99),
             figure('POST + INSERT floor p99', ofRate.map((phase) => phase.floor_insert.latency.p99_ms)),
+            { heading: 'submit p99 ÷ floor p99', values: ofRate.map((phase) => (phase.submit.latency.p99_ms ?? Infinity) / (phase.floor_insert.latency.p99_ms ?? 0)), format: times },
             figure('end-to-end p99', ofRate.map((phase) => phase.end_to_end.p99_ms)),
             figure('1-hop floor p99', ofRate.map((phase) => phase.floor_one_hop.latency.p99_ms)),
           ],
