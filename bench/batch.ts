@@ -104,15 +104,16 @@ let dispatch: { states: Record<string, number>; volumes_in_catalog: number } | n
 async function measure(id: MeasurementId, trial: number, topology: RunningTopology, send: SendBatch, countStore: (load: BatchLoadResult) => Promise<StoreCount>): Promise<void> {
   const measurement: Measurement = { id, trial, load: null, store: null, error: null };
   measurements.push(measurement);
+  const name = trialLabel(id, trial, trials);
   try {
-    log(`${trialLabel(id, trial, trials)}: ${measurementTitles[id]}`);
+    log(`${name}: ${measurementTitles[id]}`);
     const load = await runBatchLoad({ clients, warmupMs, durationMs, drainTimeoutMs, send, processNames: await processNames(topology.harness), db: topology.harness.db, statements: pgStatements, log });
     measurement.load = load;
     measurement.store = await countStore(load);
-    log(`${trialLabel(id, trial, trials)}: ${count(load.tasks_per_s)} tasks/s; batch p50 ${Math.round(load.batch_ms.p50 ?? 0)} ms, p99 ${Math.round(load.batch_ms.p99 ?? 0)} ms; ${load.batch_errors} batch errors`);
+    log(`${name}: ${count(load.tasks_per_s)} tasks/s; batch p50 ${Math.round(load.batch_ms.p50 ?? 0)} ms, p99 ${Math.round(load.batch_ms.p99 ?? 0)} ms; ${load.batch_errors} batch errors`);
   } catch (error) {
     measurement.error = (error as Error).message;
-    log(`${trialLabel(id, trial, trials)}: the measurement stopped: ${measurement.error}\n${(error as Error).stack ?? ''}`);
+    log(`${name}: the measurement stopped: ${measurement.error}\n${(error as Error).stack ?? ''}`);
   }
 }
 
@@ -187,7 +188,7 @@ async function runTrial(trial: number): Promise<void> {
       if (paths.length > 0) serverProfile = summarizeProfiles(servers.map(([, name]) => name), paths, duplexWindow);
     }
   } catch (error) {
-    log(`the run stopped: ${(error as Error).message}\n${(error as Error).stack ?? ''}`);
+    log(`${trialLabel('the trial', trial, trials)} stopped: ${(error as Error).message}\n${(error as Error).stack ?? ''}`);
     if (!measurements.some((m) => m.id === 'duplex' && m.trial === trial)) measurements.push({ id: 'duplex', trial, load: null, store: null, error: (error as Error).message });
   }
 }
@@ -262,7 +263,7 @@ for (const { id, load } of ordered) {
 }
 if (dispatch !== null) {
   const { states, volumes_in_catalog: volumes } = dispatch as { states: Record<string, number>; volumes_in_catalog: number };
-  console.log(`The dispatcher runs the accepted tasks meanwhile. When the store was checked (after the drain): ${Object.entries(states).map(([state, n]) => `${count(n)} ${state}`).join(', ')}; ${count(volumes)} volumes in the catalog.\n`);
+  console.log(`The dispatcher runs the accepted tasks meanwhile. When the store was checked (after the drain${trials > 1 ? ', in the last trial' : ''}): ${Object.entries(states).map(([state, n]) => `${count(n)} ${state}`).join(', ')}; ${count(volumes)} volumes in the catalog.\n`);
 }
 if (serverProfile) {
   const profile = serverProfile as ProfileSummary;

@@ -163,11 +163,14 @@ function readProfiles(directory: string, load: ClosedLoopResult): ProfileSummary
   });
 }
 
+/** A run's name in the log and the report: its backend, and its trial when there are several. */
+const nameOf = (run: BackendRun): string => trialLabel(run.backend, run.trial, trials);
+
 /** One trial of one backend: its floor, then the load on a fresh topology. */
 async function measureBackend(backend: Backend, trial: number): Promise<void> {
   const run: BackendRun = { backend, trial, floor: null, postgres: null, load: null, idle_cpu: [], profiles: [], database: null, error: null };
   runs.push(run);
-  const label = trialLabel(backend, trial, trials);
+  const label = nameOf(run);
   const profileDir = join(profileRoot, trials > 1 ? `${backend}-${trial}` : backend);
   try {
     if (cpuProf) mkdirSync(profileDir, { recursive: true });
@@ -237,9 +240,6 @@ async function measureBackend(backend: Backend, trial: number): Promise<void> {
 for (let trial = 1; trial <= trials; trial++) {
   for (const backend of chosen) await measureBackend(backend, trial);
 }
-
-/** A run's name in the report: its backend, and its trial when there are several. */
-const nameOf = (run: BackendRun): string => trialLabel(run.backend, run.trial, trials);
 
 const problems = runs.flatMap((run) => {
   const found: string[] = [];
