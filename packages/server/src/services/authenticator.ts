@@ -10,10 +10,17 @@ export type Caller = Pick<TokenRow, 'id' | 'name' | 'role'>;
 /**
  * Checks users' bearer tokens against the stored hashes. A check (found or not) is reused for
  * `cacheMs`, so a busy client costs one lookup per token per interval rather than one per
- * request; revocations and expiries therefore take effect within that time.
+ * request; revocations and expiries therefore take effect within that time. Requests that
+ * carry the same token while its lookup runs wait for that lookup: a client that opens a
+ * thousand requests at once (after a start, or when the check expires) costs one lookup, not a
+ * thousand queued for the pool's connections ahead of the lease renewals.
  */
 export class Authenticator {
   private readonly checks = new Map<string, { caller: Caller | undefined; until: number }>();
+  /** The lookups running, by hash. */
+  private readonly lookups = new Map<string, Promise<Caller | undefined>>();
+  /** Counts forget() calls: a lookup that began before one is answered but not remembered. */
+  private generation = 0;
   private readonly failures: AuthFailures;
   private readonly cacheMs: number;
 
@@ -73,22 +80,41 @@ export class Authenticator {
     return caller;
   }
 
-  /** Forgets every remembered check: a revocation on this server takes effect here at once. */
+  /**
+   * Forgets every remembered check: a revocation on this server takes effect here at once, for
+   * the lookups running too (their answers are not remembered, and later requests look again).
+   */
   forget(): void {
     this.checks.clear();
+    this.lookups.clear();
+    this.generation += 1;
   }
 
-  private async lookup(hash: string): Promise<Caller | undefined> {
-    const now = Date.now();
+  private lookup(hash: string): Promise<Caller | undefined> {
     const remembered = this.checks.get(hash);
-    if (remembered && remembered.until > now) return remembered.caller;
-    const row = await findUsableToken(this.db, hash);
-    const caller = row && { id: row.id, name: row.name, role: row.role };
-    if (this.cacheMs > 0) {
-      // Bounded: unknown tokens are remembered too, so that a flood of made-up ones cannot grow the map without end.
-      if (this.checks.size >= 10_000) this.checks.clear();
-      this.checks.set(hash, { caller, until: now + this.cacheMs });
+    if (remembered && remembered.until > Date.now()) return Promise.resolve(remembered.caller);
+    let running = this.lookups.get(hash);
+    if (!running) {
+      running = this.findCaller(hash);
+      this.lookups.set(hash, running);
     }
-    return caller;
+    return running;
+  }
+
+  private async findCaller(hash: string): Promise<Caller | undefined> {
+    const generation = this.generation;
+    const now = Date.now();
+    try {
+      const row = await findUsableToken(this.db, hash);
+      const caller = row && { id: row.id, name: row.name, role: row.role };
+      if (this.cacheMs > 0 && generation === this.generation) {
+        // Bounded: unknown tokens are remembered too, so that a flood of made-up ones cannot grow the map without end.
+        if (this.checks.size >= 10_000) this.checks.clear();
+        this.checks.set(hash, { caller, until: now + this.cacheMs });
+      }
+      return caller;
+    } finally {
+      if (generation === this.generation) this.lookups.delete(hash);
+    }
   }
 }
