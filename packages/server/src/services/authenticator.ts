@@ -93,28 +93,27 @@ export class Authenticator {
   private lookup(hash: string): Promise<Caller | undefined> {
     const remembered = this.checks.get(hash);
     if (remembered && remembered.until > Date.now()) return Promise.resolve(remembered.caller);
-    let running = this.lookups.get(hash);
-    if (!running) {
-      running = this.findCaller(hash);
-      this.lookups.set(hash, running);
-    }
-    return running;
+    const running = this.lookups.get(hash);
+    if (running) return running;
+    const started = this.findCaller(hash).finally(() => {
+      // Unless forget() let a newer lookup take its place.
+      if (this.lookups.get(hash) === started) this.lookups.delete(hash);
+    });
+    this.lookups.set(hash, started);
+    return started;
   }
 
+  /** Looks the token up, and remembers the answer unless forget() was called meanwhile. */
   private async findCaller(hash: string): Promise<Caller | undefined> {
     const generation = this.generation;
     const now = Date.now();
-    try {
-      const row = await findUsableToken(this.db, hash);
-      const caller = row && { id: row.id, name: row.name, role: row.role };
-      if (this.cacheMs > 0 && generation === this.generation) {
-        // Bounded: unknown tokens are remembered too, so that a flood of made-up ones cannot grow the map without end.
-        if (this.checks.size >= 10_000) this.checks.clear();
-        this.checks.set(hash, { caller, until: now + this.cacheMs });
-      }
-      return caller;
-    } finally {
-      if (generation === this.generation) this.lookups.delete(hash);
+    const row = await findUsableToken(this.db, hash);
+    const caller = row && { id: row.id, name: row.name, role: row.role };
+    if (this.cacheMs > 0 && generation === this.generation) {
+      // Bounded: unknown tokens are remembered too, so that a flood of made-up ones cannot grow the map without end.
+      if (this.checks.size >= 10_000) this.checks.clear();
+      this.checks.set(hash, { caller, until: now + this.cacheMs });
     }
+    return caller;
   }
 }
